@@ -1,0 +1,246 @@
+"""The typed configuration of one trial.
+
+A trial is fully described by a :class:`TrialConfig`. It is loaded from YAML (a plain mapping of
+field names to values, optionally with a ``provenance`` mapping that exported best configs carry),
+overridden from the command line with ``key=value`` strings, validated, and written back resolved
+(``config.yaml``) beside the trial's results, as timm does with ``args.yaml``.
+
+Loss-family semantics (DESIGN.md section 1): the four families are one formula
+``(1 - lam) * CE + lam * SCHaNe(tau, beta)``. Hyperparameters a family does not use are resolved to
+``None`` so that stored trials of ``ce`` carry no τ/β/λ and ``supcon`` no β/λ:
+
+========  =====  ======  ======
+family    tau    beta    lam
+========  =====  ======  ======
+ce        None   None    None   (λ = 0)
+supcon    set    None    None   (β = 0, λ = 1)
+schane    set    set     None   (λ = 1)
+clce      set    set     set
+========  =====  ======  ======
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BadInput
+
+LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
+LR_RULES = ("none", "linear", "sqrt")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    # --- model -----------------------------------------------------------------------------
+    model: str = "test_vit"  # any timm model name; tiny `test_*` models run in seconds on a CPU
+    pretrained: bool = False  # timm hub weights (needs the network or a warm HF cache)
+    weights: str | None = None  # local backbone state dict (.safetensors, or .pt/.pth loaded weights_only)
+    img_size: int | None = 32  # input side in pixels; None = the model's own default
+    drop_path_rate: float = 0.0  # stochastic depth for ViT/ConvNeXt backbones
+    proj_dim: int = 128  # projection head output (d -> d -> proj_dim), as in SupCon
+    # --- data ------------------------------------------------------------------------------
+    dataset: str = "digits"  # embedded offline default; or a torchvision name, or "imagefolder"
+    data_root: str | None = None  # local root of a torchvision dataset / ImageFolder
+    download: bool = False  # let torchvision download into data_root (off: never touch the network)
+    shots: int | None = None  # few-shot: k training images per class chosen by `seed`; None = all
+    views: int = 2  # augmented views per image seen by the contrastive loss
+    # --- loss ------------------------------------------------------------------------------
+    loss: str = "clce"  # ce | supcon | schane | clce (see module docstring)
+    tau: float | None = 0.1  # temperature τ of the contrastive logits
+    beta: float | None = 1.0  # hard-negative concentration β ≥ 0 (schane, clce)
+    lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce)
+    detach_weights: bool = False  # stop gradients through the hardness weights
+    # --- optimisation ----------------------------------------------------------------------
+    epochs: int = 3
+    batch_size: int = 64  # images per step (the contrastive loss sees batch_size * views)
+    lr: float = 2e-3  # learning rate at the reference batch `lr_ref_batch`
+    lr_rule: str = "sqrt"  # none | linear | sqrt: lr = lr * rule(batch_size / lr_ref_batch)
+    lr_ref_batch: int = 256
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5  # linear warm-up, then cosine decay to 0, stepped per batch
+    layer_decay: float | None = None  # layer-wise lr decay for ViT/BEiT (e.g. 0.65); None = off
+    contrastive_chunk: int | None = None  # gradient-cache chunk (images); None = plain step
+    # --- run -------------------------------------------------------------------------------
+    seed: int = 0  # seeds the model init, the data order, augmentations and few-shot subsets
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    num_threads: int | None = None  # torch CPU threads; None = leave torch's default
+    num_workers: int = 0  # DataLoader workers
+
+    # ------------------------------------------------------------------------------------
+    def validate(self) -> TrialConfig:
+        """Check every value; raise :class:`BadInput` naming the first problem."""
+        if self.loss not in LOSS_FAMILIES:
+            raise BadInput(f"loss: unknown loss family {self.loss!r} (expected one of {LOSS_FAMILIES})")
+        if self.lr_rule not in LR_RULES:
+            raise BadInput(f"lr_rule: unknown rule {self.lr_rule!r} (expected one of {LR_RULES})")
+        if self.optimizer not in OPTIMIZERS:
+            raise BadInput(f"optimizer: unknown optimizer {self.optimizer!r} (expected {OPTIMIZERS})")
+        if self.loss != "ce" and (self.tau is None or not self.tau > 0):
+            raise BadInput(f"tau: temperature must be > 0 for loss {self.loss!r}, got {self.tau}")
+        if self.loss in ("schane", "clce") and (self.beta is None or not self.beta >= 0):
+            raise BadInput(f"beta: must be >= 0 for loss {self.loss!r}, got {self.beta}")
+        if self.loss == "clce" and (self.lam is None or not 0.0 <= self.lam <= 1.0):
+            raise BadInput(f"lam: must be in [0, 1] for loss 'clce', got {self.lam}")
+        positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("shots", "img_size", "contrastive_chunk", "num_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadInput(f"{name}: must be >= 1 or null, got {value}")
+        if self.loss != "ce" and self.views * self.batch_size < 2:
+            raise BadInput("batch_size: a contrastive loss needs at least 2 embeddings per step")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise BadInput(f"lr: must be a finite number > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.drop_path_rate < 0:
+            raise BadInput("weight_decay, warmup_epochs and drop_path_rate must be >= 0")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise BadInput(f"layer_decay: must be in (0, 1], got {self.layer_decay}")
+        if self.num_workers < 0:
+            raise BadInput(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.dataset == "imagefolder" and not self.data_root:
+            raise BadInput("data_root: the imagefolder dataset needs data_root")
+        return self
+
+    def resolved(self) -> TrialConfig:
+        """Validate and set the hyperparameters the loss family does not use to None."""
+        self.validate()
+        unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",)}
+        return dataclasses.replace(self, **{k: None for k in unused.get(self.loss, ())})
+
+    # The effective loss coefficients, whatever the family.
+    @property
+    def effective_beta(self) -> float:
+        return float(self.beta) if self.loss in ("schane", "clce") else 0.0
+
+    @property
+    def effective_lam(self) -> float:
+        return {"ce": 0.0, "supcon": 1.0, "schane": 1.0}.get(self.loss, float(self.lam or 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrialConfig:
+        """Build from a mapping, coercing and type-checking every value (no silent str->float)."""
+        if not isinstance(data, dict):
+            raise BadInput(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in known:
+                raise BadInput(f"{source}: unknown config key {key!r}")
+            values[key] = _coerce(key, value, _field_types()[key], source)
+        return cls(**values)
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrialConfig)
+
+
+def field_types() -> dict[str, type]:
+    """Map each config field to its base Python type (int, float, str, bool); used by the store."""
+    out = {}
+    for name, hint in _field_types().items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if args else hint
+    return out
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint)
+    if value is None:
+        if optional:
+            return None
+        raise BadInput(f"{source}: {key} must not be null")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    raise BadInput(f"{source}: {key} must be {base.__name__}{' or null' if optional else ''}, "
+                   f"got {value!r}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["tau=0.2", "loss=schane"]`` -> ``{"tau": 0.2, "loss": "schane"}`` (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"override {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise BadInput(f"override {item!r}: value is not valid YAML") from None
+    return out
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: TrialConfig
+    provenance: dict[str, Any] = field(default_factory=dict)  # from an exported best config
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; BadInput on a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"{path}: malformed YAML{where}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LoadedConfig:
+    """Load a trial config (defaults when ``path`` is None), apply overrides, validate, resolve."""
+    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
+    provenance = data.pop("provenance", None) or {}
+    if not isinstance(provenance, dict):
+        raise BadInput(f"{path}: provenance must be a mapping")
+    data.update(parse_overrides(overrides or []))
+    source = str(path) if path is not None else "config"
+    return LoadedConfig(TrialConfig.from_dict(data, source=source).resolved(), provenance)
+
+
+def dump_config(config: TrialConfig, path: str | Path, provenance: dict | None = None) -> None:
+    """Write the resolved config (and optional provenance) as YAML, atomically."""
+    path = Path(path)
+    data = config.to_dict()
+    if provenance:
+        data["provenance"] = provenance
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
