@@ -74,6 +74,7 @@ class TrialConfig:
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
     num_threads: int | None = None  # torch CPU threads; None = leave torch's default
     num_workers: int = 0  # DataLoader workers
+    amp: bool = True  # bf16 autocast on CUDA (the loss itself always runs in float32); no effect on CPU
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
