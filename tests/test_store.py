@@ -300,3 +300,12 @@ def test_invalid_epoch_rows_write_nothing(tmp_path):
         with pytest.raises(ValueError, match=message):
             store.write_epochs([epoch(), row])
     assert not any(tmp_path.rglob("*.parquet"))
+
+
+def test_space_text_round_trips_and_is_absent_for_unknown_sweeps(tmp_path):
+    store = TrialStore(tmp_path / "store")
+    assert store.read_space("s1") is None
+    store.write_space("s1", "name: demo\n")
+    assert store.read_space("s1") == "name: demo\n"
+    with pytest.raises(BadInput):
+        store.write_space("../escape", "x")

@@ -4,6 +4,7 @@ Layout (documented for readers outside this package in ``trials/README.md``)::
 
     <store>/trials/part-<UTC timestamp>-<uuid>.parquet   one row per trial
     <store>/epochs/part-<UTC timestamp>-<uuid>.parquet   one row per trial per epoch
+    <store>/spaces/<sweep_id>.yaml                      the search space a sweep ran with
 
 Every write makes a new part file: it is written under a hidden temporary name (``.tmp-...``, which
 this reader and pyarrow/pandas skip) and then moved into place, so a writer killed mid-write leaves
@@ -110,6 +111,25 @@ class TrialStore:
                 pass  # never written, or already moved: nothing to clean
             raise
         return final
+
+    def write_space(self, sweep_id: str, text: str) -> str:
+        """Keep a sweep's search-space YAML beside its rows (``<store>/spaces/<sweep_id>.yaml``), atomically."""
+        folder = f"{self.root}/spaces"
+        self.fs.create_dir(folder, recursive=True)
+        final = f"{folder}/{check_name('sweep', sweep_id)}.yaml"
+        tmp = f"{folder}/.tmp-{uuid.uuid4().hex}.yaml"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(text.encode())
+        self.fs.move(tmp, final)
+        return final
+
+    def read_space(self, sweep_id: str) -> str | None:
+        """The search-space YAML a sweep ran with, or None (single ``train`` runs have none)."""
+        path = f"{self.root}/spaces/{check_name('sweep', sweep_id)}.yaml"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as src:
+            return src.read().decode(errors="replace")
 
     # --- reading ---------------------------------------------------------------------------
     def exists(self) -> bool:
