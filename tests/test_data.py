@@ -1,0 +1,143 @@
+"""Data: embedded digits, few-shot subsets, CIFAR-10 from its on-disk format, ImageFolder of PNGs."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tune_schane.data import DATASETS, build_data, few_shot_indices
+from tune_schane.errors import BadInput
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def data(dataset="digits", **kw):
+    args = {"root": None, "download": False, "shots": None, "seed": 0, "img_size": 32, "mean": MEAN, "std": STD}
+    return build_data(dataset, **{**args, **kw})
+
+
+def test_digits_shapes_split_and_labels():
+    bundle = data()
+    views, label = bundle.train[0]
+    image, _ = bundle.val[0]
+    assert views.shape == (2, 3, 32, 32) and views.dtype == torch.float32
+    assert image.shape == (3, 32, 32)
+    assert bundle.num_classes == 10 and isinstance(label, int)
+    assert len(bundle.train) + len(bundle.val) == 1797
+    assert len(bundle.train_labels) == len(bundle.train)
+    val_counts = Counter(int(bundle.val[i][1]) for i in range(len(bundle.val)))
+    assert min(val_counts.values()) >= 30  # stratified: every digit is in the validation set
+
+
+def test_digits_val_split_is_the_same_for_every_trial_seed():
+    a, b = data(seed=0), data(seed=5)
+    assert torch.equal(a.val[7][0], b.val[7][0]) and a.train_labels == b.train_labels
+
+
+def test_views_differ_and_reproduce_under_the_same_seed():
+    bundle = data()
+    torch.manual_seed(3)
+    first = bundle.train[10][0]
+    torch.manual_seed(3)
+    again = bundle.train[10][0]
+    assert torch.equal(first, again)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_normalisation_uses_the_given_mean_and_std():
+    raw = data(mean=(0, 0, 0), std=(1, 1, 1))
+    image = raw.val[0][0]
+    assert image.min() >= 0 and image.max() <= 1
+    normalised = data().val[0][0]
+    torch.testing.assert_close(normalised, (image - 0.5) / 0.25)
+
+
+def test_few_shot_subsets_are_deterministic_balanced_and_seeded():
+    labels = [i % 4 for i in range(40)]
+    a, b, c = few_shot_indices(labels, 3, seed=1), few_shot_indices(labels, 3, seed=1), few_shot_indices(labels, 3, 2)
+    assert a == b and a != c
+    assert Counter(labels[i] for i in a) == {0: 3, 1: 3, 2: 3, 3: 3}
+    with pytest.raises(BadInput, match="class 3"):
+        few_shot_indices([0, 0, 0, 3], 2, seed=0)
+    with pytest.raises(BadInput, match="shots"):
+        few_shot_indices(labels, 0, seed=0)
+
+
+def test_build_data_applies_shots_to_train_only():
+    bundle = data(shots=5, seed=2)
+    assert len(bundle.train) == 50 and Counter(bundle.train_labels) == dict.fromkeys(range(10), 5)
+    assert len(bundle.val) == 360
+    assert data(shots=5, seed=2).train_labels == bundle.train_labels
+
+
+def _write_cifar10(root, n_per_batch=20):
+    """CIFAR-10's python format: pickled dicts of uint8 rows [N, 3072] (R, G, B planes) and labels."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(x) for x in rng.integers(0, 10, n_per_batch)]
+        rows = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": rows, "labels": labels}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, fh)
+    return labels
+
+
+def test_cifar10_is_read_from_a_local_root_in_its_own_format(tmp_path):
+    last_test_labels = _write_cifar10(tmp_path)
+    bundle = data("cifar10", root=str(tmp_path))
+    assert bundle.num_classes == 10 and len(bundle.train) == 100 and len(bundle.val) == 20
+    views, _ = bundle.train[0]
+    image, label = bundle.val[19]
+    assert views.shape == (2, 3, 32, 32) and image.shape == (3, 32, 32)
+    assert label == last_test_labels[19]
+
+
+def test_missing_torchvision_root_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="data_root"):
+        data("cifar10")
+    with pytest.raises(BadInput, match="cifar100"):
+        data("cifar100", root=str(tmp_path / "nowhere"))
+    with pytest.raises(BadInput, match="cifar10"):
+        data("cifar10", root=str(tmp_path))  # exists, but holds no dataset
+
+
+def _write_image_folder(root, classes=("cat", "dog", "fox"), per_class=4):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in classes:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+
+
+def test_image_folder_of_generated_pngs(tmp_path):
+    _write_image_folder(tmp_path)
+    bundle = data("imagefolder", root=str(tmp_path), shots=2)
+    assert bundle.num_classes == 3 and len(bundle.train) == 6 and len(bundle.val) == 12
+    assert bundle.train[0][0].shape == (2, 3, 32, 32)
+
+
+def test_image_folder_errors(tmp_path):
+    _write_image_folder(tmp_path)
+    (tmp_path / "val" / "extra").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "extra" / "x.png")
+    with pytest.raises(BadInput, match="different class"):
+        data("imagefolder", root=str(tmp_path))
+    with pytest.raises(BadInput, match="val"):
+        data("imagefolder", root=str(tmp_path / "train"))
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(BadInput, match="cifar100"):
+        data("mnist3d")
+    assert {"digits", "cifar10", "cifar100", "flowers102", "oxford_pets", "stanford_cars", "fgvc_aircraft",
+            "food101", "dtd", "imagefolder"} <= set(DATASETS)
