@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -59,9 +60,9 @@ class TrialConfig:
     lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce)
     detach_weights: bool = False  # stop gradients through the hardness weights
     # --- optimisation ----------------------------------------------------------------------
-    epochs: int = 3
-    batch_size: int = 64  # images per step (the contrastive loss sees batch_size * views)
-    lr: float = 2e-3  # learning rate at the reference batch `lr_ref_batch`
+    epochs: int = 5  # the embedded default (test_vit on digits) reaches 85-90 % top-1 for ce/supcon/clce
+    batch_size: int = 32  # images per step (the contrastive loss sees batch_size * views)
+    lr: float = 5e-3  # learning rate at the reference batch `lr_ref_batch` (so 2.5e-3 at 32 with sqrt)
     lr_rule: str = "sqrt"  # none | linear | sqrt: lr = lr * rule(batch_size / lr_ref_batch)
     lr_ref_batch: int = 256
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
@@ -158,6 +159,9 @@ def field_types() -> dict[str, type]:
     return out
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     args = typing.get_args(hint)
     optional = type(None) in args
@@ -177,6 +181,8 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     elif base is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string; it is meant as a number
     elif base is str:
         if isinstance(value, str):
             return value

@@ -36,6 +36,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import BadInput
+from .faults import fault_point
 from .store_schema import (
     KEY_COLUMNS,
     METADATA_TABLE_KEY,
@@ -103,6 +104,7 @@ class TrialStore:
         tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
         try:
             pq.write_table(data, tmp, filesystem=self.fs)
+            fault_point("store-write")
             self.fs.move(tmp, final)
         except BaseException:
             try:

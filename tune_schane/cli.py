@@ -1,0 +1,115 @@
+"""The ``tune-schane`` command line: a table of small subcommands (as Optuna's CLI).
+
+Exit codes (DESIGN.md section 7): 0 success, 2 bad input (one line on stderr, no traceback),
+1 anything else. ``main(argv)`` returns the code so tests call it in-process. Heavy modules (torch,
+Ray, matplotlib) are imported inside the subcommand that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import BadInput
+
+DEFAULT_STORE = "trials"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .runs import train_command
+
+    return train_command(args)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .runs import sweep_command
+
+    return sweep_command(args)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .runs import status_command
+
+    return status_command(args)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from analysis.command import analyze_command
+
+    return analyze_command(args.store, args.sweep, args.out)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from analysis.command import export_command
+
+    return export_command(args.store, args.sweep, args.out, args.by)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tune-schane", description="Tune SupCon / SCHaNe / CLCE fine-tuning on Ray Tune.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("train", _cmd_train, "Run one trial from a config YAML (no CONFIG: the embedded default).")
+    p.add_argument("config", nargs="?", help="trial config YAML, e.g. an exported best.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set loss=schane --set beta=2")
+    p.add_argument("--out", default=None, help="output folder (default: runs/train-<id>)")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store to record the run in (path or URI)")
+    p.add_argument("--sweep-id", default="train", help="sweep id the run is recorded under")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    p = add("sweep", _cmd_sweep, "Run a sweep of a search space on Ray Tune (no SPACE: the default).")
+    p.add_argument("space", nargs="?", help="search space YAML (default: search_spaces/default.yaml)")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+    p.add_argument("--storage", default=None, help="Ray Tune storage folder or URI (default: runs/ray)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster (ray start --head)")
+    p.add_argument("--name", default=None, help="sweep id (default: <space name>-<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--num-samples", type=int, default=None, help="override the space's num_samples")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="local Ray only: GPUs to offer (logical GPUs on a CPU machine test GPU packing)")
+
+    p = add("status", _cmd_status, "List the sweeps in a store with trial counts by status.")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+
+    p = add("analyze", _cmd_analyze, "Batch-size sensitivity, importance, plots and an HTML report.")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+    p.add_argument("--sweep", default=None, help="sweep id (default: the most recent sweep)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<sweep>)")
+
+    p = add("export", _cmd_export, "Export the best trial config(s) as YAML that `train` reruns.")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+    p.add_argument("--sweep", default=None, help="sweep id (default: the most recent sweep)")
+    p.add_argument("--by", choices=["loss", "batch_size"], default=None, help="one best config per group")
+    p.add_argument("--out", default=".", help="folder for best.yaml (or best-<by>-<value>.yaml files)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except BadInput as exc:
+        print(f"tune-schane: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune-schane: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

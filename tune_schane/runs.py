@@ -1,0 +1,137 @@
+"""What ``tune-schane train``, ``sweep`` and ``status`` do, behind the argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from pathlib import Path
+
+from .config import load_config
+from .errors import BadInput
+from .provenance import new_id
+
+
+def progress_line(metrics: dict, epochs: int) -> str:
+    def fmt(key: str, spec: str = ".3f") -> str:
+        value = metrics.get(key, math.nan)
+        return "-" if not math.isfinite(value) else format(value, spec)
+
+    return (f"epoch {int(metrics['epoch'])}/{epochs}  val_top1 {fmt('val_top1', '.2f')}  "
+            f"top5 {fmt('val_top5', '.2f')}  loss {fmt('train_loss')} (ce {fmt('train_ce')}, "
+            f"con {fmt('train_contrastive')})  {fmt('images_per_s', '.0f')} img/s  "
+            f"{fmt('epoch_seconds', '.1f')} s")
+
+
+def open_store(uri: str):
+    from .store import TrialStore
+
+    return TrialStore(uri)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from .records import epoch_rows, trial_row
+    from .store import check_name
+    from .trial import run_trial
+
+    loaded = load_config(args.config, args.overrides)
+    config = loaded.config
+    sweep_id = check_name("sweep id", args.sweep_id)
+    store = open_store(args.store)
+    trial_id = new_id(f"{config.loss}-b{config.batch_size}")
+    out = Path(args.out) if args.out else Path("runs") / trial_id
+    if args.resume and not args.out:
+        raise BadInput("--resume needs --out (the folder holding the checkpoint)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out {out}: cannot create ({exc.strerror})") from None
+    print(f"train {trial_id}: {config.loss} model={config.model} dataset={config.dataset} "
+          f"batch={config.batch_size} epochs={config.epochs} -> {out}", flush=True)
+    result = run_trial(config, out, resume=args.resume,
+                       on_epoch=lambda m: print(progress_line(m, config.epochs), flush=True))
+    params = {"provenance": loaded.provenance} if loaded.provenance else None
+    # Epochs first: a reader that sees the trial row also sees its epochs.
+    store.write_epochs(epoch_rows(sweep_id, trial_id, result.history))
+    store.write_trials([trial_row(sweep_id=sweep_id, trial_id=trial_id, status=result.status,
+                                  config=result.config, history=result.history, error=result.error,
+                                  wall_seconds=result.wall_seconds, resources_cpu=float(config.num_threads or 0),
+                                  params=params)])
+    best = result.best_objective()
+    print(f"{result.status}: best val_top1 {best:.2f} over {len(result.history)} epochs "
+          f"({result.wall_seconds:.1f} s); recorded in {args.store} as {sweep_id}/{trial_id}", flush=True)
+    if result.status != "completed":
+        print(f"tune-schane: trial ended {result.status}: {(result.error or '').splitlines()[0]}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _local_resources() -> tuple[float, float]:
+    import torch
+
+    return float(os.cpu_count() or 1), float(torch.cuda.device_count())
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from .space import default_space_path, load_space
+    from .store import check_name
+
+    space = load_space(args.space or default_space_path())
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise BadInput(f"--num-samples must be >= 1, got {args.num_samples}")
+        space = dataclasses.replace(space, num_samples=args.num_samples)
+    if args.resume and not args.name:
+        raise BadInput("--resume needs --name (the id of the sweep to continue)")
+    sweep_id = check_name("sweep id", args.name or new_id(space.name))
+    store = open_store(args.store)
+    storage = Path(args.storage or "runs/ray").expanduser().resolve()
+    if args.resume and not (storage / sweep_id).is_dir():
+        raise BadInput(f"--resume: no sweep {sweep_id!r} under {storage}")
+    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
+        raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
+    if not args.address:  # a local cluster is this machine: refuse impossible trials before Ray starts
+        cpus, gpus = _local_resources()
+        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
+                            gpus if args.num_gpus is None else args.num_gpus)
+    from . import ray_tune
+
+    try:
+        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+        space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+        if not args.resume:
+            store.write_space(sweep_id, space.source)
+        print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
+        ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=str(storage),
+                           resume=args.resume)
+    finally:
+        ray_tune.shutdown()
+    print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
+    print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
+    return 0
+
+
+def print_best(trials, metric: str, mode: str, top: int = 5) -> None:
+    if trials.empty:
+        print("no trials recorded")
+        return
+    counts = trials["status"].value_counts().to_dict()
+    print("trials by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    ranked = trials.dropna(subset=["best_objective"]).sort_values("best_objective", ascending=(mode == "min"))
+    columns = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta",
+               "config_lam", "config_lr", "epochs_run", "best_objective"]
+    print(f"best trials by {metric} ({mode}):")
+    print(ranked[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def status_command(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    sweeps = store.sweeps()
+    if sweeps.empty:
+        print(f"no trials in store {args.store}")
+        return 0
+    print(sweeps.to_string(index=False))
+    return 0

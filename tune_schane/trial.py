@@ -1,0 +1,211 @@
+"""One trial: config -> model + data -> epochs -> metrics per epoch (DESIGN.md section 2).
+
+Plain PyTorch, no Ray. :class:`Trial` builds everything from a :class:`TrialConfig` and yields one
+metrics dict per epoch, with the same keys every epoch (Ray needs that). Checkpoints hold the
+model, optimiser and scheduler state and the epoch; every epoch re-seeds the global RNG and the
+data order from ``(seed, epoch)``, so a resumed trial reproduces the uninterrupted one exactly
+without storing RNG state.
+
+:func:`run_trial` is the single-run driver used by ``tune-schane train``: it writes the resolved
+config, one JSON line of metrics per epoch and a checkpoint per epoch into an output folder, and
+turns early stops into a status (``completed``, ``diverged``, ``oom``, ``error``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from .config import TrialConfig, dump_config
+from .errors import BadInput
+from .losses import build_loss
+from .records import best_of, final_of
+from .train import TrialStopped, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
+
+OBJECTIVE = "val_top1"
+METRIC_KEYS = (
+    "epoch", "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
+    "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
+    "epoch_seconds", "lr",
+)
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed per (trial seed, epoch)."""
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def normalisation(model_name: str, img_size: int | None) -> tuple[int, tuple, tuple]:
+    """Input size and the timm model's own mean/std, known before the model (and its classes) exist."""
+    import timm
+
+    if not timm.is_model(model_name):
+        raise BadInput(f"model: unknown timm model {model_name!r}")
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
+    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
+    size = img_size or int((getattr(cfg, "input_size", None) or (3, 224, 224))[-1])
+    return size, mean, std
+
+
+class Trial:
+    """Everything one trial needs, built from its config; ``run()`` yields per-epoch metrics."""
+
+    def __init__(self, config: TrialConfig) -> None:
+        from .data import build_data
+        from .model import build_model
+        from .optim import build_optimizer, build_scheduler, scaled_lr
+
+        self.config = cfg = config.resolved()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)  # a reused Ray worker keeps its first trial's count
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        img_size, mean, std = normalisation(cfg.model, cfg.img_size)
+        self.data = build_data(cfg.dataset, root=cfg.data_root, download=cfg.download, shots=cfg.shots,
+                               seed=cfg.seed, img_size=img_size, mean=mean, std=std, views=cfg.views)
+        n_train = len(self.data.train)
+        if cfg.batch_size > n_train:
+            raise BadInput(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
+        self.model = build_model(cfg.model, self.data.num_classes, pretrained=cfg.pretrained,
+                                 weights=cfg.weights, img_size=cfg.img_size, proj_dim=cfg.proj_dim,
+                                 drop_path_rate=cfg.drop_path_rate).to(self.device)
+        self.loss_fn = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+        self.lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_rule, cfg.lr_ref_batch)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.layer_decay)
+        self.steps_per_epoch = n_train // cfg.batch_size  # drop_last: every step sees a full batch
+        self.scheduler = build_scheduler(self.optimizer, epochs=cfg.epochs,
+                                         steps_per_epoch=self.steps_per_epoch,
+                                         warmup_epochs=cfg.warmup_epochs)
+        self.val_loader = DataLoader(self.data.val, batch_size=max(cfg.batch_size, 64), shuffle=False,
+                                     num_workers=cfg.num_workers)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
+        return DataLoader(self.data.train, batch_size=self.config.batch_size, drop_last=True,
+                          sampler=RandomSampler(self.data.train, generator=generator),
+                          num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+
+    def run(self) -> Iterator[dict[str, float]]:
+        """Train the remaining epochs; yield each epoch's metrics. Raises :class:`TrialStopped`."""
+        cfg = self.config
+        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+            start = time.perf_counter()
+            torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentations, dropout, drop_path
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            try:
+                train = train_one_epoch(self.model, self._train_loader(epoch), self.loss_fn, self.optimizer,
+                                        self.scheduler, self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk)
+                val = evaluate(self.model, self.val_loader, self.device, amp=cfg.amp)
+            except TrialStopped:
+                raise
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise TrialStopped("oom", f"out of memory at batch size {cfg.batch_size}: {exc}") from exc
+                raise
+            metrics = {"epoch": epoch, **val, **train, "peak_mem_mb": peak_memory_mb(self.device),
+                       "epoch_seconds": time.perf_counter() - start,
+                       "lr": max(group["lr"] for group in self.optimizer.param_groups)}
+            metrics = {key: float(metrics.get(key, math.nan)) for key in METRIC_KEYS}
+            self.epoch = epoch
+            self.history.append(metrics)
+            yield metrics
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "history": self.history}
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        """Write ``checkpoint.pt`` atomically into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{CHECKPOINT_FILE}.tmp"
+        torch.save(self.state_dict(), tmp)
+        return tmp.replace(directory / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        path = Path(directory) / CHECKPOINT_FILE
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise BadInput(f"{path}: no checkpoint to resume from") from None
+        except Exception as exc:
+            raise BadInput(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+
+
+@dataclass
+class TrialResult:
+    config: TrialConfig
+    status: str  # completed | diverged | oom | error
+    error: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def best_objective(self, metric: str = OBJECTIVE, mode: str = "max") -> float:
+        return best_of(self.history, metric, mode)
+
+    def final_objective(self, metric: str = OBJECTIVE) -> float:
+        return final_of(self.history, metric)
+
+
+def run_trial(
+    config: TrialConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrialResult:
+    """Run one trial to its end. BadInput (a bad config) propagates; anything after set-up becomes a status."""
+    start = time.perf_counter()
+    trial = Trial(config)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(trial.config, out / "config.yaml")
+        if resume and (out / CHECKPOINT_FILE).exists():
+            trial.load_checkpoint(out)
+    status, error = "completed", None
+    try:
+        for metrics in trial.run():
+            if out is not None:
+                trial.save_checkpoint(out)
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(metrics) + "\n")
+            if on_epoch is not None:
+                on_epoch(metrics)
+    except TrialStopped as stop:
+        status, error = stop.status, str(stop)
+    except Exception as exc:  # recorded, not swallowed: the caller decides the exit code
+        status = "error"
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+    return TrialResult(trial.config, status, error, trial.history, time.perf_counter() - start)
