@@ -1,0 +1,217 @@
+"""Real Ray Tune sweeps on this machine: TPE + ASHA, pruning told to Optuna, faults, GPU packing.
+
+Every sweep is small (a tiny ViT on a few-shot subset of the embedded digits at 16 px) but real:
+a local Ray, real Optuna samplers, real Parquet files.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import pytest
+
+from tune_schane.cli import main
+from tune_schane.space import load_space
+from tune_schane.store import TrialStore
+from tune_schane.train import SIMULATE_OOM_ENV
+
+ray_tune = pytest.importorskip("tune_schane.ray_tune")
+
+FAST_FIXED = """\
+fixed:
+  model: test_vit
+  dataset: digits
+  img_size: 16
+  shots: 12
+  num_threads: 1
+  warmup_epochs: 0
+"""
+
+
+def write_space(tmp_path, body: str, name: str = "space.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def local_ray():
+    yield
+    ray_tune.shutdown()
+
+
+@pytest.mark.slow
+def test_tpe_asha_sweep_prunes_tells_optuna_and_records_every_trial(tmp_path, local_ray):
+    path = write_space(tmp_path, FAST_FIXED + """\
+name: tpe-asha
+params:
+  loss: {choice: [ce, supcon, schane, clce]}
+  tau: {loguniform: [0.05, 0.5], when: {loss: [supcon, schane, clce]}}
+  beta: {uniform: [0.0, 4.0], when: {loss: [schane, clce]}}
+  lam: {uniform: [0.1, 0.9], when: {loss: clce}}
+  lr: {loguniform: [1.0e-4, 3.0e-2]}
+  batch_size: {choice: [16, 32]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: optuna, seed: 0}
+scheduler: {type: asha, max_epochs: 4, grace_period: 1, reduction_factor: 2}
+num_samples: 8
+max_concurrent: 2
+resources: {cpu: 1, gpu: 0}
+""")
+    space = load_space(path)
+    store_uri = str(tmp_path / "store")
+    ray_tune.init_ray(None, num_cpus=2)
+    results, searcher = ray_tune.run_sweep(space, sweep_id="s1", store_uri=store_uri,
+                                           storage_path=str(tmp_path / "ray"), verbose=0)
+    store = TrialStore(store_uri)
+    trials = store.load_trials("s1").set_index("trial_id")
+    epochs = store.load_epochs("s1")
+
+    # Results for every trial, in Ray and in the store.
+    assert len(results) == 8 and len(trials) == 8
+    assert set(trials["status"]) <= {"completed", "pruned"}
+    statuses = trials["status"].value_counts()
+    assert statuses.get("pruned", 0) >= 1 and statuses.get("completed", 0) >= 1, statuses
+
+    # Pruned trials reached Optuna as PRUNED, completed ones as COMPLETE with their final value.
+    import optuna
+
+    for trial_id, row in trials.iterrows():
+        ot = searcher.optuna_trial(trial_id)
+        if row["status"] == "pruned":
+            assert ot.state == optuna.trial.TrialState.PRUNED, trial_id
+            assert row["epochs_run"] < space.max_epochs
+        else:
+            assert ot.state == optuna.trial.TrialState.COMPLETE, trial_id
+            assert ot.value == pytest.approx(row["final_objective"])
+            assert row["epochs_run"] == space.max_epochs
+
+    # The epochs table is what Ray reported, epoch by epoch.
+    for result in results:
+        trial_id = result.metrics["trial_id"]
+        reported = result.metrics_dataframe[["epoch", "val_top1", "train_loss"]].sort_values("epoch")
+        stored = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        assert list(stored["epoch"]) == [int(e) for e in reported["epoch"]]
+        assert list(stored["val_top1"]) == pytest.approx(list(reported["val_top1"]))
+        assert list(stored["train_loss"]) == pytest.approx(list(reported["train_loss"]))
+        assert trials.loc[trial_id, "epochs_run"] == len(stored)
+
+    # Conditional parameters: ce has no τ/β/λ, supcon no β/λ, schane no λ, clce all three.
+    expected_null = {"ce": {"tau", "beta", "lam"}, "supcon": {"beta", "lam"}, "schane": {"lam"}, "clce": set()}
+    for _, row in trials.iterrows():
+        for name in ("tau", "beta", "lam"):
+            is_null = row[f"config_{name}"] is None or (isinstance(row[f"config_{name}"], float)
+                                                         and math.isnan(row[f"config_{name}"]))
+            assert is_null == (name in expected_null[row["config_loss"]]), (row["config_loss"], name)
+
+
+@pytest.mark.slow
+def test_failures_end_with_their_status_and_the_sweep_goes_on(tmp_path, local_ray, monkeypatch):
+    """Grid of batch size × learning rate: OOM at 64, an error at 512 (bigger than the data), divergence at lr 1e8."""
+    monkeypatch.setenv(SIMULATE_OOM_ENV, "64")  # inherited by the Ray workers started below
+    path = write_space(tmp_path, FAST_FIXED + """\
+  optimizer: sgd
+  lr_rule: none
+  tau: 0.0001
+  loss: supcon
+name: faults
+grid:
+  batch_size: [16, 64, 512]
+params:
+  lr: {choice: [0.001, 1.0e8]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: grid}
+scheduler: {type: fifo, max_epochs: 2}
+max_concurrent: 2
+resources: {cpu: 1}
+""")
+    space = load_space(path)
+    store_uri = str(tmp_path / "store")
+    ray_tune.init_ray(None, num_cpus=2)
+    ray_tune.run_sweep(space, sweep_id="faults", store_uri=store_uri, storage_path=str(tmp_path / "ray"),
+                       max_failures=1, verbose=0)
+    trials = TrialStore(store_uri).load_trials("faults")
+    by_cell = {(int(r.config_batch_size), r.config_lr): r for r in trials.itertuples()}
+    assert len(trials) == 6
+    assert by_cell[(16, 0.001)].status == "completed"
+    assert by_cell[(16, 1e8)].status == "diverged"
+    assert by_cell[(16, 1e8)].epochs_run == 0 and "non-finite" in by_cell[(16, 1e8)].error
+    for lr in (0.001, 1e8):
+        assert by_cell[(64, lr)].status == "oom", by_cell[(64, lr)].error
+        assert by_cell[(64, lr)].config_batch_size == 64  # never retried at a smaller batch
+        assert by_cell[(512, lr)].status == "error"
+        assert "larger than the training set" in by_cell[(512, lr)].error
+
+
+@pytest.mark.slow
+def test_logical_gpus_pack_small_trials_by_batch_size(tmp_path, local_ray):
+    """2 logical GPUs; batch 16 asks 0.5 GPU, batch 32 a whole one: four small trials share the two GPUs."""
+    path = write_space(tmp_path, FAST_FIXED + """\
+  loss: ce
+name: packing
+params:
+  batch_size: {choice: [16, 32]}
+  lr: {choice: [0.001, 0.002, 0.003, 0.004]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: grid}
+scheduler: {type: fifo, max_epochs: 3}
+max_concurrent: 8
+resources:
+  cpu: 0.25
+  gpu: {by_batch_size: {16: 0.5, 32: 1}}
+""")
+    space = load_space(path)
+    ray_tune.init_ray(None, num_cpus=2, num_gpus=2)
+    results, _ = ray_tune.run_sweep(space, sweep_id="pack", store_uri=str(tmp_path / "store"),
+                                    storage_path=str(tmp_path / "ray"), verbose=0)
+    spans = []
+    for result in results:
+        metrics = result.metrics
+        batch = result.config["trial_config"]["batch_size"]
+        gpu_ids = metrics["gpu_ids"].split(",")
+        assert len(gpu_ids) == 1 and gpu_ids[0] in {"0", "1"}
+        spans.append((metrics["started_at"], metrics["reported_at"], batch, gpu_ids[0]))
+    trials = TrialStore(str(tmp_path / "store")).load_trials("pack")
+    assert sorted(trials["resources_gpu"]) == [0.5] * 4 + [1.0] * 4
+
+    def overlapping(at: float) -> list:
+        return [s for s in spans if s[0] <= at < s[1]]
+
+    peak = max((overlapping(s[0]) for s in spans), key=len)
+    small_together = max(len([s for s in overlapping(s0[0]) if s[2] == 16]) for s0 in spans)
+    assert small_together == 4, spans  # 4 × 0.5 GPU on 2 GPUs at once
+    assert len({s[3] for s in peak if s[2] == 16}) <= 2
+    # A whole-GPU trial never shares its GPU with another trial.
+    for big in (s for s in spans if s[2] == 32):
+        mid = (big[0] + big[1]) / 2
+        assert [s for s in overlapping(mid) if s[3] == big[3]] == [big]
+
+
+@pytest.mark.slow
+def test_cli_sweep_runs_and_status_counts_it(tmp_path, capsys, local_ray):
+    path = write_space(tmp_path, FAST_FIXED + """\
+name: cli
+params:
+  loss: {choice: [ce, clce]}
+  tau: {loguniform: [0.05, 0.5], when: {loss: clce}}
+  beta: {uniform: [0.0, 2.0], when: {loss: clce}}
+  lam: {uniform: [0.1, 0.9], when: {loss: clce}}
+  batch_size: {choice: [16]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: random, seed: 3}
+scheduler: {type: fifo, max_epochs: 2}
+num_samples: 3
+max_concurrent: 2
+resources: {cpu: 1}
+""")
+    store = str(tmp_path / "store")
+    code = main(["sweep", str(path), "--store", store, "--storage", str(tmp_path / "ray"), "--name", "cli-1",
+                 "--num-cpus", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "best trials by val_top1" in out
+    assert main(["status", "--store", store]) == 0
+    status = capsys.readouterr().out
+    assert "cli-1" in status and " 3 " in status
+    assert TrialStore(store).read_space("cli-1") == path.read_text()
