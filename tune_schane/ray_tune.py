@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from .records import epoch_rows, trial_row
 from .space import SearchSpace
 from .store import TrialStore
 from .train import TrialStopped
-from .trial import METRIC_KEYS, Trial
+from .trial import HISTORY_FILE, METRIC_KEYS, Trial
 
 logger = logging.getLogger(__name__)
 
@@ -274,9 +275,9 @@ class StoreCallback(tune.Callback):
         message = result.get(ERROR_KEY) or None
         if error:
             message = _error_text(trial)
-        if trial.trial_id not in self.histories:
-            self.histories[trial.trial_id] = _history_from_ray(trial)
-        history = self.histories[trial.trial_id]
+        history = _checkpoint_history(trial.checkpoint)
+        if history is None:  # no checkpoint (stopped inside its first epoch): what this driver saw
+            history = self.histories.get(trial.trial_id) or _history_from_ray(trial)
         resources = trial.placement_group_factory.required_resources
         store = TrialStore(self.store_uri)
         # Epochs first: a reader that sees the trial row also sees its epochs.
@@ -303,8 +304,8 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
     for result in missing:
         trial_id = result.metrics["trial_id"]
         frame = result.metrics_dataframe
-        history = []
-        if frame is not None and not frame.empty:
+        history = _checkpoint_history(result.checkpoint) or []
+        if not history and frame is not None and not frame.empty:
             if STATUS_KEY in frame:
                 frame = frame[frame[STATUS_KEY] == "running"]
             frame = frame.drop_duplicates("epoch", keep="last")
@@ -321,6 +322,18 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
             resources_cpu=float(resources.get("cpu", 0.0)), resources_gpu=float(resources.get("gpu", 0.0)),
             node=result.metrics.get("node_ip"), params=result.config.get("params"))])
     return len(missing)
+
+
+def _checkpoint_history(checkpoint: tune.Checkpoint | None) -> list[dict] | None:
+    """Per-epoch metrics saved beside the trial's latest checkpoint (``history.json``), or None."""
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{HISTORY_FILE}") as src:
+            history = json.loads(src.read())
+    except (OSError, ValueError):
+        return None
+    return [{key: float(h.get(key, math.nan)) for key in METRIC_KEYS} for h in history]
 
 
 def _error_text(trial) -> str:
@@ -359,6 +372,15 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     return ray.cluster_resources()
 
 
+# Ray saves the experiment state (which names each trial's latest checkpoint) at most every
+# TUNE_GLOBAL_CHECKPOINT_S seconds. A driver killed between two saves resumes each trial from the
+# checkpoint the last save named; if `num_to_keep` had deleted it since, the trial errors with
+# "checkpoint does not exist on storage anymore". Keeping a few per trial and saving the state
+# every 5 s makes that impossible unless 4 epochs finish within 5 s.
+CHECKPOINTS_KEPT = 4
+EXPERIMENT_STATE_PERIOD_S = "5"
+
+
 def run_sweep(
     space: SearchSpace,
     *,
@@ -369,18 +391,19 @@ def run_sweep(
     max_failures: int = 2,
     verbose: int = 1,
 ) -> tuple[tune.ResultGrid, CellSearcher | None]:
-    """Run (or resume) a sweep; every trial ends up in the store.
+    """Run (or resume) a sweep; every trial ends up in the store (see CHECKPOINTS_KEPT for resume safety).
 
     Returns Ray's results and the searcher (None on resume: Ray restores its own copy), whose
     Optuna studies tests inspect.
     """
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     resources = tune.with_resources(
         trainable, lambda config: tune.PlacementGroupFactory([_bundle(config["resources"])]))
     callback = StoreCallback(store_uri, sweep_id, space)
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT))
     experiment = os.path.join(storage_path, sweep_id)
     cell_searcher = None
     if resume:

@@ -146,8 +146,20 @@ class TrialStore:
         return _dedup(self._load_raw("trials", sweep), "trials")
 
     def load_epochs(self, sweep: str | None = None) -> pd.DataFrame:
-        """One row per (sweep_id, trial_id, epoch), the last one written; sorted by the keys."""
-        return _dedup(self._load_raw("epochs", sweep), "epochs")
+        """One row per (sweep_id, trial_id, epoch), the last one written; sorted by the keys.
+
+        Epochs above the ``epochs_run`` of a trial's current row are left out: they come from an
+        attempt that a resumed sweep ran again and ended earlier (see trials/README.md).
+        """
+        epochs = _dedup(self._load_raw("epochs", sweep), "epochs")
+        trials = self.load_trials(sweep)
+        if epochs.empty or trials.empty:
+            return epochs
+        limit = trials.set_index(["sweep_id", "trial_id"])["epochs_run"]
+        keys = pd.MultiIndex.from_frame(epochs[["sweep_id", "trial_id"]])
+        allowed = limit.reindex(keys).to_numpy(dtype="float64", na_value=float("inf"))
+        keep = epochs["epoch"].to_numpy(dtype="float64") <= allowed
+        return epochs[keep].reset_index(drop=True)
 
     def sweeps(self) -> pd.DataFrame:
         """One row per sweep: ``n_trials``, ``n_<status>`` for each status, first/last ``written_at``.

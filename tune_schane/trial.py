@@ -36,6 +36,7 @@ METRIC_KEYS = (
     "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
     "epoch_seconds", "lr",
 )
+HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -146,6 +147,9 @@ class Trial:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{CHECKPOINT_FILE}.tmp"
         torch.save(self.state_dict(), tmp)
+        # The metrics so far, readable without torch: the sweep driver records a trial's epochs from
+        # its last checkpoint, which survives driver restarts (Ray's own logs may lag behind).
+        (directory / HISTORY_FILE).write_text(json.dumps(self.history))
         return tmp.replace(directory / CHECKPOINT_FILE)
 
     def load_checkpoint(self, directory: str | Path) -> None:
