@@ -59,8 +59,15 @@ def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
             events = json.load(fh)["traceEvents"]
     finally:
         os.unlink(path)
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return max([0, *totals]) / 2**20
+    # ``Total Allocated`` is a process-wide running sum that never resets between profiling sessions
+    # (a block allocated in one and freed outside any is never subtracted), so measure relative to
+    # its value just before this call's first allocation; otherwise results drift with call order.
+    events = sorted((e for e in events if e.get("name") == "[memory]"),
+                    key=lambda e: (e["ts"], e["args"].get("Ev Idx", 0)))
+    if not events:
+        return 0.0
+    base = events[0]["args"]["Total Allocated"] - events[0]["args"]["Bytes"]
+    return max(0, *(e["args"]["Total Allocated"] - base for e in events)) / 2**20
 
 
 def devices() -> list[torch.device]:

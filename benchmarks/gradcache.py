@@ -19,15 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
-import os
-import tempfile
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import devices, machine_line, median_seconds
-from benchmarks.common import peak_memory_mib as _common_peak_memory_mib
+from benchmarks.common import devices, machine_line, median_seconds, peak_memory_mib
 
 VIEWS = 2
 NUM_CLASSES = 100
@@ -35,37 +31,6 @@ DEFAULT_CONFIGS = {  # device type -> (timm model, image size, chunk in images)
     "cpu": [("test_vit", 64, 16), ("vit_tiny_patch16_224", 64, 8)],
     "cuda": [("test_vit", 64, 64), ("vit_tiny_patch16_224", 224, 32), ("vit_small_patch16_224", 224, 32)],
 }
-
-
-def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak bytes allocated during ``fn`` above what was allocated when it started, in MiB.
-
-    CUDA: :func:`benchmarks.common.peak_memory_mib`. CPU: the same profiler counter, but relative to
-    its value at the first allocation event of this run. The profiler's ``Total Allocated`` is a
-    process-wide running sum that never resets between profiling sessions, and a block allocated in
-    an earlier session and freed outside any session is never subtracted; so the raw maximum drifts
-    up by whatever earlier measured calls left alive (here: parameter gradients, ~21 MiB for
-    vit_tiny), which made the measured order of the steps change the result.
-    """
-    if device.type == "cuda":
-        return _common_peak_memory_mib(fn, device)
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path) as fh:
-            events = [e for e in json.load(fh)["traceEvents"] if e.get("name") == "[memory]"]
-    finally:
-        os.unlink(path)
-    if not events:
-        return 0.0
-    events.sort(key=lambda e: (e["ts"], e["args"].get("Ev Idx", 0)))
-    base = events[0]["args"]["Total Allocated"] - events[0]["args"]["Bytes"]
-    return max(0, *(e["args"]["Total Allocated"] - base for e in events)) / 2**20
 
 
 def parse_config(text: str) -> tuple[str, int, int]:

@@ -254,7 +254,7 @@ def test_cuda_dropout_replay_and_bf16_autocast(amp):
 
 
 def _peak_mib(fn) -> float:
-    from benchmarks.gradcache import peak_memory_mib
+    from benchmarks.common import peak_memory_mib
 
     return peak_memory_mib(fn, torch.device("cpu"))
 
