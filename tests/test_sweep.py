@@ -215,3 +215,30 @@ resources: {cpu: 1}
     status = capsys.readouterr().out
     assert "cli-1" in status and " 3 " in status
     assert TrialStore(store).read_space("cli-1") == path.read_text()
+
+
+@pytest.mark.slow
+def test_asha_runs_per_grid_cell_so_every_cell_keeps_a_completed_trial(tmp_path, local_ray):
+    """CE learns far faster than SupCon here; one global ASHA would stop every SupCon trial."""
+    path = write_space(tmp_path, FAST_FIXED + """\
+name: cells
+grid:
+  loss: [ce, supcon]
+params:
+  tau: {loguniform: [0.05, 0.5], when: {loss: supcon}}
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: optuna, seed: 0}
+scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 3}
+num_samples: 4
+max_concurrent: 2
+resources: {cpu: 1}
+""")
+    space = load_space(path)
+    ray_tune.init_ray(None, num_cpus=2)
+    ray_tune.run_sweep(space, sweep_id="cells", store_uri=str(tmp_path / "store"),
+                       storage_path=str(tmp_path / "ray"), verbose=0)
+    trials = TrialStore(str(tmp_path / "store")).load_trials("cells")
+    counts = trials.groupby(["config_loss", "status"]).size().unstack(fill_value=0)
+    assert (counts["completed"] >= 1).all(), counts
+    assert counts.get("pruned", 0).sum() >= 1, counts  # ASHA is still active inside each cell

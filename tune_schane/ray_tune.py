@@ -45,6 +45,7 @@ STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"
 GPU_IDS_KEY = "gpu_ids"  # "0,1": the GPU ids Ray assigned (CUDA_VISIBLE_DEVICES of the trial)
 CONFIG_KEY = "trial_config"  # the resolved TrialConfig as a dict, in the param space of every trial
+CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 
 
 # ----------------------------------------------------------------------------------------- trainable
@@ -194,6 +195,7 @@ class CellSearcher(Searcher):
         sampled = {**cell, **params}
         config = self.space.trial_config(params, cell, repeat)
         return {CONFIG_KEY: config.to_dict(), "params": sampled, "repeat": repeat, "group": group_id,
+                CELL_KEY: self.groups[group_id]["cell"],
                 "resources": self.space.resources_for(config.batch_size)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -241,6 +243,57 @@ class CellSearcher(Searcher):
         searcher = self.searchers[self.groups[group_id]["cell"]]
         number = searcher._ot_trials[group_id].number
         return searcher.study.trials[number]
+
+
+# ----------------------------------------------------------------------------------------- scheduler
+class CellASHA(FIFOScheduler):
+    """One ASHA per grid cell: trials compete only with trials of their own cell.
+
+    A single ASHA over a loss × batch-size grid compares a small-batch SupCon trial with a
+    large-batch CE trial at each rung and stops the weaker family wholesale, so the cells the
+    batch-size analysis needs most end with no completed trial. Without a grid this is plain ASHA.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.space = space
+        self.by_cell: dict[int, ASHAScheduler] = {}
+        self._metric, self._mode = space.objective_metric, space.objective_mode
+
+    def _for(self, trial) -> ASHAScheduler:
+        cell = int(trial.config.get(CELL_KEY, 0))
+        if cell not in self.by_cell:
+            self.by_cell[cell] = ASHAScheduler(
+                time_attr="epoch", metric=self._metric, mode=self._mode, max_t=self.space.max_epochs,
+                grace_period=self.space.grace_period, reduction_factor=self.space.reduction_factor)
+        return self.by_cell[cell]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self._for(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._for(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._for(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        stopped = sum(a._num_stopped for a in self.by_cell.values())
+        return f"ASHA per grid cell ({len(self.by_cell)} cells): {stopped} trials stopped early"
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.__dict__, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
 
 
 # ----------------------------------------------------------------------------------------- store
@@ -412,9 +465,7 @@ def run_sweep(
     else:
         cell_searcher = CellSearcher(space)
         searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
-        scheduler = (ASHAScheduler(time_attr="epoch", max_t=space.max_epochs, grace_period=space.grace_period,
-                                   reduction_factor=space.reduction_factor)
-                     if space.scheduler == "asha" else FIFOScheduler())
+        scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
         total = len(space.cells()) * space.num_samples * space.repeats
         tuner = tune.Tuner(
             resources,
