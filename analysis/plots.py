@@ -1,6 +1,14 @@
-"""Figures (matplotlib, headless): each takes a DataFrame and an optional ``ax`` and returns the figure."""
+"""Figures (matplotlib, headless): each takes DataFrame(s) and an optional ``ax`` and returns the figure.
+
+matplotlib is imported inside the functions (with the Agg backend forced) so that ``import analysis``
+stays light and a report renders on a machine without a display. Every function draws something
+readable for an empty or degenerate input (a note on the axes) instead of raising: a report of a
+sweep that just started should still render.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -9,9 +17,10 @@ FAMILY_STYLE = {"ce": ("#7f7f7f", "o"), "supcon": ("#1f77b4", "s"), "schane": ("
                 "clce": ("#2ca02c", "D")}
 STATUS_COLOURS = {"completed": "#2ca02c", "pruned": "#ff7f0e", "diverged": "#d62728", "oom": "#9467bd",
                   "error": "#8c564b", "running": "#7f7f7f"}
+LOG_PARAMS = ("lr", "tau")
 
 
-def _axes(ax, size=(6.4, 4.0)):
+def _axes(ax: Any = None, size: tuple[float, float] = (6.4, 4.0)) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,76 +32,120 @@ def _axes(ax, size=(6.4, 4.0)):
     return ax.figure, ax
 
 
-def _style(loss: str):
+def _style(loss: str) -> tuple[str | None, str]:
     return FAMILY_STYLE.get(loss, (None, "o"))
 
 
-def plot_batch_size(table: pd.DataFrame, ax=None, objective: str = "val_top1"):
-    """Best (solid) and mean with its bootstrap CI (dashed, error bars) against batch size, per loss family.
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555555")
 
-    Cells where every trial failed are marked with an ✕ at the bottom of the axis.
+
+def _log2_batch_axis(ax: Any, sizes: pd.Series) -> None:
+    values = sorted({int(v) for v in pd.to_numeric(sizes, errors="coerce").dropna()})
+    if not values:
+        return
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
+    ax.set_xlim(values[0] / 2**0.4, values[-1] * 2**0.4)  # room for the end markers and their labels
+
+
+def plot_batch_size(table: pd.DataFrame, ax: Any = None, objective: str = "objective") -> Any:
+    """Best (solid) and mean ± bootstrap CI (dashed, error bars) against batch size, one colour per family.
+
+    The x axis is log2 because batch sizes are swept in doublings. A cell whose trials all failed
+    (OOM, diverged, error) has no objective; it is marked with an ✕ at the bottom of the axes, with
+    its counts, so that a missing point reads as "failed there" rather than "not tried".
     """
     fig, ax = _axes(ax)
-    for loss, part in table.sort_values("batch_size").groupby("loss", sort=True):
-        colour, marker = _style(loss)
-        ok = part[np.isfinite(part["best"])]
-        ax.plot(ok["batch_size"], ok["best"], marker=marker, color=colour, label=f"{loss} best")
-        err = np.vstack([ok["mean"] - ok["ci_low"], ok["ci_high"] - ok["mean"]])
-        ax.errorbar(ok["batch_size"], ok["mean"], yerr=err, color=colour, linestyle="--", alpha=0.6, capsize=3)
-        failed = part[~np.isfinite(part["best"])]
+    if table.empty:
+        _note(ax, "no trials")
+        return fig
+    for index, (loss, part) in enumerate(table.sort_values("batch_size").groupby("loss", sort=True)):
+        colour, marker = _style(str(loss))
+        ok = part[np.isfinite(part["best"].to_numpy(dtype="float64"))]
+        if len(ok):
+            ax.plot(ok["batch_size"], ok["best"], marker=marker, color=colour, label=f"{loss} best")
+            err = np.vstack([ok["mean"] - ok["ci_low"], ok["ci_high"] - ok["mean"]]).astype("float64")
+            ax.errorbar(ok["batch_size"], ok["mean"], yerr=np.clip(err, 0, None), color=colour, linestyle="--",
+                        marker=marker, markerfacecolor="none", alpha=0.6, capsize=3, label=f"{loss} mean ± CI")
+        failed = part[~np.isfinite(part["best"].to_numpy(dtype="float64"))]
         if len(failed):
-            ax.scatter(failed["batch_size"], [0.02] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
+            height = 0.04 + 0.06 * index  # one row per family, so two families failing at one size both show
+            ax.scatter(failed["batch_size"], [height] * len(failed), transform=ax.get_xaxis_transform(), marker="x",
                        color=colour, s=60, label=f"{loss}: no usable trial")
-    if len(table) and np.isfinite(table["best"]).any():
-        ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (images; log2 scale)")
-    ax.set_ylabel(f"{objective} (best: solid, mean ± 95% CI: dashed)")
-    ax.set_title("Objective against batch size")
-    ax.legend(fontsize=7, ncols=2)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def plot_relative_to_ce(table: pd.DataFrame, ax=None):
-    fig, ax = _axes(ax)
-    finite = table[(table["loss"] != "ce") & np.isfinite(table["delta_best_vs_ce"])]
-    for loss, part in finite.sort_values("batch_size").groupby("loss", sort=True):
-        colour, marker = _style(loss)
-        ax.plot(part["batch_size"], part["delta_best_vs_ce"], marker=marker, color=colour, label=loss)
-    ax.axhline(0, color="#7f7f7f", linewidth=1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.set_xscale("log", base=2)
-    else:
-        ax.text(0.5, 0.5, "no batch size with both CE and another family completed", ha="center", va="center",
-                transform=ax.transAxes)
+            for _, row in failed.iterrows():
+                counts = ", ".join(f"{int(row[c])} {c[2:]}" for c in row.index
+                                   if c.startswith("n_") and c not in ("n_trials", "n_used") and row[c])
+                ax.annotate(f"{loss}: {counts or 'none usable'}", (row["batch_size"], height),
+                            xycoords=("data", "axes fraction"), xytext=(6, 0), textcoords="offset points",
+                            fontsize=6, color=colour, ha="left", va="center")
+    _log2_batch_axis(ax, table["batch_size"])
     ax.set_xlabel("batch size (log2 scale)")
-    ax.set_ylabel("best objective minus CE's at the same batch size")
-    ax.set_title("Gain over cross-entropy")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    ax.set_ylabel(f"{objective} (best solid; mean ± CI dashed)")
+    ax.set_title("Objective against batch size")
+    ax.legend(fontsize=7, ncols=2, loc="best", framealpha=0.8)
     ax.grid(alpha=0.3)
     return fig
 
 
-def plot_importance(importance: pd.DataFrame, ax=None):
+def plot_relative_to_ce(table: pd.DataFrame, ax: Any = None) -> Any:
+    """Each family's best minus CE's best at the same batch size: the gain the loss buys, per batch size."""
     fig, ax = _axes(ax)
-    overall = importance[importance["scope"] == "all"].sort_values("importance")
-    if overall.empty:
-        ax.text(0.5, 0.5, "not enough completed trials", ha="center", va="center", transform=ax.transAxes)
+    finite = table[(table["loss"] != "ce") & np.isfinite(table["delta_best_vs_ce"].to_numpy(dtype="float64"))]
+    for loss, part in finite.sort_values("batch_size").groupby("loss", sort=True):
+        colour, marker = _style(str(loss))
+        ax.plot(part["batch_size"], part["delta_best_vs_ce"], marker=marker, color=colour, label=f"{loss} best")
+        ax.plot(part["batch_size"], part["delta_mean_vs_ce"], marker=marker, color=colour, linestyle="--",
+                markerfacecolor="none", alpha=0.6, label=f"{loss} mean")
+    ax.axhline(0, color="#7f7f7f", linewidth=1)
+    if len(finite):
+        _log2_batch_axis(ax, finite["batch_size"])
+        ax.legend(fontsize=7, ncols=2)
     else:
-        ax.barh(overall["param"], overall["importance"], color="#1f77b4")
-    ax.set_xlabel("importance (fANOVA, normalised)")
-    ax.set_title("Parameter importance (all trials)")
+        _note(ax, "no batch size where CE and another family both completed")
+    ax.set_xlabel("batch size (log2 scale)")
+    ax.set_ylabel("objective minus CE's at the same batch size")
+    ax.set_title("Gain over cross-entropy")
+    ax.grid(alpha=0.3)
     return fig
 
 
-def plot_slice(frame: pd.DataFrame, param: str, ax=None):
+def plot_importance(importance: pd.DataFrame, ax: Any = None) -> Any:
+    """Horizontal bars of the ``all`` scope's importances (a family's scope when there is no ``all``)."""
+    fig, ax = _axes(ax)
+    scopes = list(dict.fromkeys(importance["scope"])) if len(importance) else []
+    scope = "all" if "all" in scopes else (scopes[0] if scopes else None)
+    if scope is None:
+        _note(ax, "not enough completed trials, or no parameter varies")
+    else:
+        part = importance[importance["scope"] == scope].sort_values("importance")
+        ax.barh(part["param"].astype(str), part["importance"], color="#1f77b4")
+        ax.set_title(f"Parameter importance ({scope})")
+    ax.set_xlabel("importance (normalised: sums to 1)")
+    return fig
+
+
+def plot_slice(frame: pd.DataFrame, param: str, ax: Any = None) -> Any:
+    """The objective against one hyperparameter, one colour per family; pruned trials hollow."""
     fig, ax = _axes(ax, size=(4.8, 3.4))
+    if frame.empty:
+        _note(ax, f"no trial with {param} set")
     for loss, part in frame.groupby("loss", sort=True):
-        colour, marker = _style(loss)
-        ax.scatter(part["value"], part["objective"], color=colour, marker=marker, label=loss, alpha=0.8)
-    if param in ("lr", "tau") and len(frame) and (frame["value"] > 0).all():
+        colour, marker = _style(str(loss))
+        done = part[part["status"] == "completed"]
+        other = part[part["status"] != "completed"]
+        ax.scatter(done["value"], done["objective"], color=colour, marker=marker, label=str(loss), alpha=0.8)
+        if len(other):
+            ax.scatter(other["value"], other["objective"], facecolors="none", edgecolors=colour, marker=marker,
+                       alpha=0.6, label=f"{loss} (pruned)")
+    if param in LOG_PARAMS and len(frame) and (frame["value"] > 0).all():
         ax.set_xscale("log")
+        low, high = float(frame["value"].min()), float(frame["value"].max())
+        if high > low:  # a few labelled ticks across the data: default log ticks crowd or vanish in < 1 decade
+            ticks = np.geomspace(low, high, 4)
+            ax.set_xticks(ticks, [f"{v:.2g}" for v in ticks])
+            ax.minorticks_off()
     ax.set_xlabel(param)
     ax.set_ylabel("best objective")
     ax.set_title(f"Objective against {param}")
@@ -102,36 +155,66 @@ def plot_slice(frame: pd.DataFrame, param: str, ax=None):
     return fig
 
 
-def plot_budget(trials: pd.DataFrame, ax=None):
-    """Epochs each trial ran, sorted, coloured by status: ASHA's savings at a glance."""
+def plot_budget(budget: pd.DataFrame, ax: Any = None) -> Any:
+    """Epochs each trial ran (from :func:`analysis.slices.budget_per_trial`), coloured by status.
+
+    Sorted by epochs, so ASHA's savings show as the long tail of short orange (pruned) bars.
+    """
     fig, ax = _axes(ax)
-    order = trials.sort_values(["epochs_run", "trial_id"], ascending=[False, True])
+    if budget.empty:
+        _note(ax, "no trials")
+        return fig
+    order = budget.sort_values(["epochs_run", "trial_id"], ascending=[False, True], kind="stable")
     colours = [STATUS_COLOURS.get(s, "#7f7f7f") for s in order["status"]]
-    ax.bar(range(len(order)), order["epochs_run"], color=colours)
+    ax.bar(range(len(order)), order["epochs_run"], color=colours, width=0.9)
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    handles = []
     for status, colour in STATUS_COLOURS.items():
-        if (order["status"] == status).any():
-            ax.bar([], [], color=colour, label=f"{status} ({int((order['status'] == status).sum())})")
+        n = int((order["status"] == status).sum())
+        if n:
+            spent = int(order.loc[order["status"] == status, "epochs_run"].sum())
+            handles.append(Patch(color=colour, label=f"{status}: {n} trials, {spent} epochs"))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (sorted by epochs run)")
     ax.set_ylabel("epochs run")
     ax.set_title(f"Budget: {int(order['epochs_run'].sum())} epochs over {len(order)} trials")
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8)
     return fig
 
 
-def plot_learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_top1", ax=None):
+def plot_learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, ax: Any = None,
+                         metric: str | None = None) -> Any:
+    """The objective against epoch for every trial; completed solid, pruned (stopped early) dashed.
+
+    ``metric`` defaults to the sweep's ``objective_name`` (``val_top1`` when unrecorded).
+    """
     fig, ax = _axes(ax)
-    info = trials.set_index("trial_id")
-    for trial_id, part in epochs.sort_values("epoch").groupby("trial_id"):
+    if metric is None:
+        names = trials["objective_name"].dropna() if "objective_name" in trials else pd.Series(dtype=object)
+        metric = str(names.iloc[0]) if len(names) else "val_top1"
+    if epochs.empty or metric not in epochs:
+        _note(ax, f"no per-epoch {metric} recorded")
+        ax.set_title("Learning curves")
+        return fig
+    info = trials.assign(trial_id=trials["trial_id"].astype(str)).set_index("trial_id")
+    for trial_id, part in epochs.sort_values("epoch").groupby(epochs["trial_id"].astype(str)):
         if trial_id not in info.index:
             continue
-        loss, status = info.loc[trial_id, "config_loss"], info.loc[trial_id, "status"]
-        colour, _ = _style(loss)
-        ax.plot(part["epoch"], part[metric], color=colour, alpha=0.7, linestyle="-" if status == "completed" else ":")
-    for loss in sorted(set(info["config_loss"])):
+        loss, status = str(info.loc[trial_id, "config_loss"]), str(info.loc[trial_id, "status"])
+        style = "-" if status == "completed" else "--"
+        ax.plot(part["epoch"], part[metric], color=_style(loss)[0], alpha=0.6, linestyle=style, linewidth=1,
+                marker="o", markersize=2.5)  # markers keep a one-epoch (pruned at the first rung) trial visible
+    for loss in sorted(set(info["config_loss"].astype(str))):
         ax.plot([], [], color=_style(loss)[0], label=loss)
+    ax.plot([], [], color="#555555", linestyle="--", label="stopped early")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title("Learning curves (dotted: stopped early)")
+    ax.set_title("Learning curves (dashed: pruned or failed)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig

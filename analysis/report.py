@@ -1,8 +1,14 @@
 """One self-contained HTML report: plots embedded as base64 PNG, tables, the space and provenance.
 
-It opens from disk in any browser with no server and no network (no external URL anywhere). A tiny
-inline script counts the images that loaded and writes the count into ``#img-status``, which the
-browser test reads back.
+Self-contained because reports get mailed, attached to tickets and opened years later from disk:
+no server, no network, no external URL anywhere (plots are ``data:image/png;base64`` images, CSS is
+inline). Nothing needs JavaScript to read; one tiny inline script only marks each image as loaded
+or failed (``data-loaded``) and writes the counts into ``#img-status`` (``loaded=N failed=M
+total=T``), which the headless-browser test reads back from the DOM.
+
+:func:`build_report` returns the HTML as a :class:`Report`, a ``str`` that also carries the PNGs and
+the tables it was built from, so :func:`write_report` can save them beside the page without
+rendering twice. All file writing is in :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -12,48 +18,65 @@ import html
 import io
 import json
 import os
-from dataclasses import dataclass, field
+import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from . import plots
 from .importance import param_importance
-from .sensitivity import batch_size_table, batch_size_trend, paired_comparison
-from .slices import SLICE_PARAMS, budget_table, slice_frame
+from .sensitivity import batch_size_table, batch_size_trend, objective_mode, paired_comparison
+from .slices import SLICE_PARAMS, budget_per_trial, budget_table, slice_frame
 
-STATUS_SCRIPT = """
-<script>
+BEST_COLUMNS = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta",
+                "config_lam", "config_lr", "config_weight_decay", "config_seed", "config_epochs", "epochs_run",
+                "best_objective", "final_objective"]
+IMG_STATUS_SCRIPT = """<script>
 (function () {
-  function update() {
-    var imgs = document.querySelectorAll('img.plot'), loaded = 0, failed = 0;
-    imgs.forEach(function (i) { if (i.complete && i.naturalWidth > 0) loaded++; else if (i.complete) failed++; });
-    var text = 'loaded=' + loaded + ' failed=' + failed + ' total=' + imgs.length;
-    document.getElementById('img-status').textContent = text;
+  function count() {
+    var imgs = document.querySelectorAll('img'), loaded = 0, failed = 0;
+    for (var i = 0; i < imgs.length; i++) {
+      var ok = imgs[i].complete && imgs[i].naturalWidth > 0;
+      imgs[i].setAttribute('data-loaded', ok ? 'true' : 'false');
+      if (ok) { loaded++; } else { failed++; }
+    }
+    document.getElementById('img-status').textContent =
+      'loaded=' + loaded + ' failed=' + failed + ' total=' + imgs.length;
   }
-  window.addEventListener('load', update);
+  window.addEventListener('load', count);
 })();
-</script>
-"""
+</script>"""
 CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1150px;color:#222;
+padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.2em}
+td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
 img.plot{max-width:100%;border:1px solid #eee;margin:4px}
 pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
-.grid{display:flex;flex-wrap:wrap}.note{color:#555;font-size:13px}
+.grid{display:flex;flex-wrap:wrap}.scroll{overflow-x:auto;max-width:100%}.note{color:#555;font-size:13px}
+#img-status{color:#999;font-size:11px}
 """
+_IMG = re.compile(r'<img class="plot" alt="([A-Za-z0-9_.-]+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
-@dataclass
-class Report:
-    html: str
-    figures: dict[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+class Report(str):
+    """The report's HTML (a ``str``), plus the PNGs (``figures``: name -> bytes) and ``tables``."""
+
+    figures: dict[str, bytes]
+    tables: dict[str, pd.DataFrame]
+
+    def __new__(cls, page: str, figures: dict[str, bytes] | None = None,
+                tables: dict[str, pd.DataFrame] | None = None) -> Report:
+        obj = super().__new__(cls, page)
+        obj.figures = dict(figures or {})
+        obj.tables = dict(tables or {})
+        return obj
 
 
-def _png(fig) -> bytes:
+def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -63,83 +86,160 @@ def _png(fig) -> bytes:
 
 
 def _img(name: str, png: bytes) -> str:
-    data = base64.b64encode(png).decode()
+    data = base64.b64encode(png).decode("ascii")
     return f'<img class="plot" alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
 
 
-def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+def _table(frame: pd.DataFrame, digits: int = 4) -> str:
     if frame.empty:
         return '<p class="note">(nothing to show)</p>'
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="–", border=0)
+    shown = frame.rename(columns=lambda c: c.removeprefix("config_") if isinstance(c, str) else c)
+    for column in shown.columns:  # nullable ints print NA as "<NA>"; show them like NaN floats
+        if isinstance(shown[column].dtype, pd.api.extensions.ExtensionDtype) and shown[column].isna().any():
+            shown[column] = shown[column].astype(object).where(shown[column].notna(), "–")
+    table = shown.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="–", border=0,
+                          escape=True)
+    return f'<div class="scroll">{table}</div>'
+
+
+def _first(trials: pd.DataFrame, column: str, default: str) -> str:
+    if column not in trials:
+        return default
+    values = trials[column].dropna()
+    return str(values.iloc[0]) if len(values) else default
+
+
+def _versions(trials: pd.DataFrame) -> dict[str, list[str]]:
+    """Package -> the distinct versions the trials recorded (more than one means a mixed sweep)."""
+    seen: dict[str, set[str]] = {}
+    for raw in trials.get("versions", pd.Series(dtype=object)).dropna():
+        try:
+            parsed = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(parsed, dict):
+            for key, value in parsed.items():
+                seen.setdefault(str(key), set()).add(str(value))
+    return {k: sorted(v) for k, v in sorted(seen.items())}
+
+
+def _best_table(trials: pd.DataFrame, mode: str, n: int = 10) -> pd.DataFrame:
+    objective = pd.to_numeric(trials["best_objective"], errors="coerce")
+    ranked = trials[(trials["status"].astype(str) == "completed") & objective.notna()].copy()
+    ranked["_o"] = pd.to_numeric(ranked["best_objective"]).astype("float64")
+    ranked["_t"] = ranked["trial_id"].astype(str)
+    ranked = ranked.sort_values(["_o", "_t"], ascending=[mode == "min", True], kind="stable").head(n)
+    return ranked[[c for c in BEST_COLUMNS if c in ranked]].reset_index(drop=True)
+
+
+def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every table the report shows, by name (also written as CSV beside the report)."""
+    table = batch_size_table(trials)
+    status = trials["status"].astype(str).value_counts().rename_axis("status").rename("trials").reset_index()
+    return {
+        "status": status.sort_values("status", ignore_index=True),
+        "batch_size": table,
+        "trend": batch_size_trend(table),
+        "paired": paired_comparison(trials, pooled=True),
+        "importance": param_importance(trials, by_loss=True),
+        "budget": budget_table(trials, epochs),
+        "best": _best_table(trials, objective_mode(trials)),
+    }
 
 
 def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, space_text: str | None,
                  store_uri: str) -> Report:
-    tables = {
-        "batch_size": batch_size_table(trials),
-        "status": trials.groupby("status").size().rename("trials").reset_index(),
-        "budget": budget_table(trials),
-    }
-    tables["trend"] = batch_size_trend(tables["batch_size"])
-    tables["paired"] = paired_comparison(trials)
-    tables["importance"] = param_importance(trials, by_loss=True)
+    """The whole report as one HTML string (a :class:`Report`); see the module docstring."""
+    from . import plots
+
+    mode = objective_mode(trials)
+    objective = _first(trials, "objective_name", "objective")
+    tables = build_tables(trials, epochs)
     figures = {
-        "batch_size": _png(plots.plot_batch_size(tables["batch_size"])),
+        "batch_size": _png(plots.plot_batch_size(tables["batch_size"], objective=objective)),
         "relative_to_ce": _png(plots.plot_relative_to_ce(tables["batch_size"])),
         "importance": _png(plots.plot_importance(tables["importance"])),
-        "budget": _png(plots.plot_budget(trials)),
+        "budget": _png(plots.plot_budget(budget_per_trial(trials, epochs))),
         "learning_curves": _png(plots.plot_learning_curves(epochs, trials)),
     }
     for param in SLICE_PARAMS:
-        frame = slice_frame(trials, param)
-        if len(frame):
-            figures[f"slice_{param}"] = _png(plots.plot_slice(frame, param))
-    best_cols = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta", "config_lam",
-                 "config_lr", "config_seed", "epochs_run", "best_objective", "final_objective"]
-    mode = str(trials["objective_mode"].dropna().iloc[0]) if trials["objective_mode"].notna().any() else "max"
-    best = trials.dropna(subset=["best_objective"]).sort_values("best_objective", ascending=mode == "min")
-    tables["best"] = best[best_cols].head(10)
-    versions = trials["versions"].dropna().iloc[-1] if trials["versions"].notna().any() else "{}"
-    commits = sorted(set(trials["commit"].dropna().astype(str)))
-    objective = str(trials["objective_name"].dropna().iloc[0]) if trials["objective_name"].notna().any() else "?"
+        if f"config_{param}" in trials:
+            frame = slice_frame(trials, param)
+            if len(frame):
+                figures[f"slice_{param}"] = _png(plots.plot_slice(frame, param))
+    counts = ", ".join(f"{n} {s}" for s, n in zip(tables["status"]["status"], tables["status"]["trials"], strict=True))
+    commits = sorted(set(trials["commit"].dropna().astype(str))) if "commit" in trials else []
+    versions = _versions(trials)
     slices = "".join(_img(n, p) for n, p in figures.items() if n.startswith("slice_"))
+    esc = html.escape
     body = f"""
-<h1>tune-schane report: {html.escape(sweep_id)}</h1>
-<p class="note">{len(trials)} trials; objective {html.escape(objective)} ({mode}); store {html.escape(store_uri)};
-generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. <span id="img-status">images not counted yet</span></p>
+<h1>tune-schane report: {esc(sweep_id)}</h1>
+<p>{len(trials)} trials ({esc(counts)}); objective <b>{esc(objective)}</b> ({esc(mode)}imised).</p>
+<p class="note">store {esc(store_uri)}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.
+<span id="img-status">images not counted (scripts off)</span></p>
 <h2>Trials by status</h2>{_table(tables["status"])}
 <h2>Batch-size sensitivity</h2>
-<p class="note">Per loss family and batch size, over completed trials: best and mean objective with a 95% bootstrap
-CI; counts of every status (failed trials are kept); deltas to CE at the same batch size.</p>
+<p class="note">Per loss family and batch size, over completed trials (pruned trials stopped at a lower fidelity
+and are left out): best and mean objective with a 95% percentile-bootstrap CI of the mean; counts of every status
+(failed trials are kept: a batch size where all trials failed is shown, marked ✕ in the plot); deltas are this
+family minus CE at the same batch size.</p>
 {_img("batch_size", figures["batch_size"])}{_img("relative_to_ce", figures["relative_to_ce"])}
 {_table(tables["batch_size"])}
 <h3>Trend against log2(batch size)</h3>
-<p class="note">slope: change of the objective per doubling of the batch; drop: largest minus smallest batch size;
-*_vs_ce: the same minus CE's (negative = less batch-sensitive than CE).</p>{_table(tables["trend"])}
-<h3>Paired against CE (same batch size and seed)</h3>{_table(tables["paired"])}
-<h2>Parameter importance</h2>{_img("importance", figures["importance"])}{_table(tables["importance"])}
-<h2>Slices</h2><div class="grid">{slices}</div>
+<p class="note">slope: least-squares change of the objective per doubling of the batch; drop: value at the largest
+minus the smallest batch size with data; *_vs_ce: the same minus CE's (in max mode, negative = less
+batch-sensitive than CE).</p>{_table(tables["trend"])}
+<h3>Paired against CE (same batch size and seed)</h3>
+<p class="note">Difference family minus CE per seed, best trial per (family, batch size, seed); rows with batch
+size "–" pool every batch size. Empty when the sweep has no repeats over seeds.</p>{_table(tables["paired"])}
+<h2>Parameter importance</h2>
+<p class="note">Optuna fANOVA (seeded) on a study rebuilt from the completed trials; "all" covers the parameters
+every trial has, each family's scope its own (τ, β, λ are conditional).</p>
+{_img("importance", figures["importance"])}{_table(tables["importance"])}
+<h2>Slices</h2><div class="grid">{slices or '<p class="note">(no τ/β/λ/lr values recorded)</p>'}</div>
 <h2>Budget (ASHA)</h2>{_img("budget", figures["budget"])}{_table(tables["budget"])}
 {_img("learning_curves", figures["learning_curves"])}
-<h2>Best trials</h2>{_table(tables["best"])}
-<h2>Search space</h2><pre>{html.escape(space_text or "(not recorded: single training runs)")}</pre>
-<h2>Provenance</h2><p>commit(s): {html.escape(", ".join(commits) or "unknown")}</p>
-<pre>{html.escape(json.dumps(json.loads(versions), indent=2, sort_keys=True))}</pre>
+<h2>Best trials (top 10 completed)</h2>{_table(tables["best"])}
+<h2>Search space</h2><pre>{esc(space_text) if space_text else "(not recorded: single training runs)"}</pre>
+<h2>Provenance</h2>
+<p>store: <code>{esc(store_uri)}</code><br>sweep: <code>{esc(sweep_id)}</code><br>
+commit(s): <code>{esc(", ".join(commits) or "unknown")}</code></p>
+<p class="note">Package versions the trials recorded (more than one version of a package: a mixed sweep).</p>
+{_table(pd.DataFrame({"package": list(versions), "versions": [", ".join(v) for v in versions.values()]}))}
 """
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>tune-schane: "
-            f"{html.escape(sweep_id)}</title><style>{CSS}</style></head><body>{body}{STATUS_SCRIPT}</body></html>")
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>tune-schane: {esc(sweep_id)}</title><style>{CSS}</style></head>"
+            f"<body>{body}{IMG_STATUS_SCRIPT}</body></html>\n")
     return Report(page, figures, tables)
 
 
-def write_report(report: Report, out_dir: str | Path) -> Path:
-    """``out_dir/report.html`` (atomically), ``out_dir/plots/*.png`` and ``out_dir/tables/*.csv``."""
+def _figures_of(page: str) -> dict[str, bytes]:
+    """The PNGs embedded in a report page (for a plain ``str`` that lost its attributes)."""
+    return {name: base64.b64decode(data) for name, data in _IMG.findall(page)}
+
+
+def write_report(report: str, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.html`` atomically, plus ``out_dir/plots/*.png`` and ``out_dir/tables/*.csv``.
+
+    The page is written under a hidden temporary name and renamed, so a reader (or a browser
+    refreshing) never sees half a report. Returns the path of ``report.html``.
+    """
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(exist_ok=True)
-    for name, png in report.figures.items():
+    figures = getattr(report, "figures", None) or _figures_of(report)
+    for name, png in figures.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
-    for name, frame in report.tables.items():
-        frame.to_csv(out / "tables" / f"{name}.csv", index=False)
+    tables = getattr(report, "tables", None) or {}
+    if tables:
+        (out / "tables").mkdir(exist_ok=True)
+        for name, frame in tables.items():
+            frame.to_csv(out / "tables" / f"{name}.csv", index=False)
+    final = out / "report.html"
     tmp = out / f".report.html.{os.getpid()}.tmp"
-    tmp.write_text(report.html, encoding="utf-8")
-    return tmp.replace(out / "report.html")
+    try:
+        tmp.write_text(str(report), encoding="utf-8")
+        tmp.replace(final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final

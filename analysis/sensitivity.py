@@ -1,11 +1,15 @@
 """Batch-size sensitivity per loss family: does hard-negative mining need smaller batches?
 
-Which trials count: by default only ``completed`` ones with a finite ``best_objective``. Pruned
-trials stopped early at a lower fidelity (fewer epochs), so their best is not comparable with a
-full run; pass ``statuses=("completed", "pruned")`` to include them anyway. Failed trials
-(``diverged``, ``oom``, ``error``) never carry an objective, but they are counted per cell, so a
-batch size where every trial ran out of memory shows up with its counts and a NaN objective
-instead of silently vanishing.
+Which trials count for the objective: by default only ``completed`` trials with a finite
+``best_objective``. A pruned trial was stopped early by the scheduler, so its best is a
+lower-fidelity value (fewer epochs) and mixing it with full runs would drag a cell's mean down in
+proportion to how aggressively ASHA pruned there; pass ``statuses=("completed", "pruned")`` to include
+them anyway. Failed trials (``diverged``, ``oom``, ``error``) carry no objective but are counted per
+cell, so a batch size where every trial ran out of memory shows up with its counts and a NaN
+objective instead of silently vanishing (which would bias the study towards batch sizes that fit).
+
+``objective_mode`` is respected everywhere: in ``min`` mode the best of a cell is its minimum. Deltas
+and differences are always ``family - reference`` in the objective's own units, whatever the mode.
 """
 
 from __future__ import annotations
@@ -13,35 +17,57 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STATUSES = ("completed", "pruned", "diverged", "oom", "error")
+STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
 KEYS = ["loss", "batch_size"]
+TABLE_COLUMNS = ["loss", "batch_size", "n_trials", "n_used", *[f"n_{s}" for s in STATUSES], "best", "mean",
+                 "ci_low", "ci_high", "delta_best_vs_ce", "delta_mean_vs_ce"]
+TREND_STATS = ("slope_best", "drop_best", "slope_mean", "drop_mean")
+TREND_COLUMNS = ["loss", "n_batch_sizes", *TREND_STATS, *[f"{c}_vs_ce" for c in TREND_STATS]]
+PAIRED_COLUMNS = ["loss", "baseline", "batch_size", "n_pairs", "mean_diff", "ci_low", "ci_high"]
 
 
 def tidy(trials: pd.DataFrame) -> pd.DataFrame:
-    """The columns the analysis uses, with short names: loss, batch_size, seed, status, objective, mode."""
-    out = pd.DataFrame({
+    """The columns the analysis uses under short names: trial_id, loss, batch_size, seed, status, objective."""
+    return pd.DataFrame({
         "trial_id": trials["trial_id"].astype(str),
         "loss": trials["config_loss"].astype(str),
-        "batch_size": trials["config_batch_size"].astype("int64"),
-        "seed": trials["config_seed"].astype("int64"),
+        "batch_size": pd.to_numeric(trials["config_batch_size"]).astype("int64"),
+        "seed": pd.to_numeric(trials["config_seed"]).astype("int64"),
         "status": trials["status"].astype(str),
         "objective": pd.to_numeric(trials["best_objective"], errors="coerce").astype("float64"),
-    })
-    out["mode"] = trials["objective_mode"].astype(str).fillna("max") if "objective_mode" in trials else "max"
-    return out.reset_index(drop=True)
+    }).reset_index(drop=True)
 
 
 def objective_mode(trials: pd.DataFrame) -> str:
-    modes = set(trials.get("objective_mode", pd.Series(["max"])).dropna().astype(str))
-    return modes.pop() if len(modes) == 1 else "max"
+    """The sweep's objective mode (``max`` or ``min``); ``max`` when unrecorded.
+
+    One sweep optimises one objective, so mixed modes mean rows of different sweeps were mixed:
+    that is refused rather than silently ranking half of them backwards.
+    """
+    if "objective_mode" not in trials:
+        return "max"
+    modes = set(trials["objective_mode"].dropna().astype(str))
+    if len(modes) > 1:
+        raise ValueError(f"trials mix objective modes {sorted(modes)}: analyse one sweep at a time")
+    return modes.pop() if modes else "max"
+
+
+def usable_mask(trials: pd.DataFrame, statuses: tuple[str, ...] = ("completed",)) -> pd.Series:
+    """Trials that count for the objective: one of ``statuses`` and a finite ``best_objective``."""
+    objective = pd.to_numeric(trials["best_objective"], errors="coerce").astype("float64")
+    return trials["status"].astype(str).isin(statuses) & np.isfinite(objective)
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean. One value: (v, v). None: (nan, nan)."""
+    """Percentile bootstrap CI of the mean: (v, v) for one value, (nan, nan) for none.
+
+    The percentile bootstrap makes no normality assumption, which matters for accuracies near a
+    ceiling; with a handful of seeds it is optimistic, so the report shows ``n_used`` beside it.
+    """
     values = np.asarray(values, dtype="float64")
     if len(values) == 0:
         return float("nan"), float("nan")
-    if len(values) == 1:
+    if len(values) == 1 or np.all(values == values[0]):
         return float(values[0]), float(values[0])
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
@@ -50,28 +76,42 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, se
 
 
 def batch_size_table(
-    trials: pd.DataFrame, *, statuses: tuple[str, ...] = ("completed",), n_boot: int = 2000, ci: float = 0.95,
+    trials: pd.DataFrame,
+    *,
+    statuses: tuple[str, ...] = ("completed",),
+    n_boot: int = 2000,
+    ci: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (loss, batch size) seen in ``trials``: counts by status, best, mean and its CI, delta to CE."""
+    """One row per (loss, batch size) seen in ``trials``, including cells where every trial failed.
+
+    Columns: loss, batch_size, n_trials, n_used (trials that count, see the module docstring),
+    n_<status> for every status, best, mean, ci_low/ci_high (percentile bootstrap of the mean of
+    the usable trials' ``best_objective``; NaN when none, equal to the mean for one trial), and
+    delta_best_vs_ce / delta_mean_vs_ce (this row minus CE's at the same batch size; NaN when CE has
+    no usable trial there).
+    """
     mode = objective_mode(trials)
     data = tidy(trials)
+    data["usable"] = usable_mask(trials, statuses).to_numpy()
     rows = []
     for (loss, batch), cell in data.groupby(KEYS, sort=True):
-        usable = cell[cell["status"].isin(statuses) & np.isfinite(cell["objective"])]["objective"].to_numpy()
+        usable = cell.loc[cell["usable"], "objective"].to_numpy()
         low, high = bootstrap_ci(usable, n_boot=n_boot, ci=ci, seed=seed)
         row = {"loss": loss, "batch_size": int(batch), "n_trials": len(cell), "n_used": len(usable)}
         row.update({f"n_{s}": int((cell["status"] == s).sum()) for s in STATUSES})
-        best = (usable.max() if mode == "max" else usable.min()) if len(usable) else np.nan
-        row.update(best=float(best), mean=float(usable.mean()) if len(usable) else np.nan, ci_low=low, ci_high=high)
+        if len(usable):
+            best = float(usable.max() if mode == "max" else usable.min())
+            row.update(best=best, mean=float(usable.mean()), ci_low=low, ci_high=high)
+        else:
+            row.update(best=np.nan, mean=np.nan, ci_low=np.nan, ci_high=np.nan)
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["loss", "batch_size", "n_trials", "n_used", *[f"n_{s}" for s in STATUSES],
-                                        "best", "mean", "ci_low", "ci_high"])
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-2])
     ce = table[table["loss"] == "ce"].set_index("batch_size")
     for stat in ("best", "mean"):
-        reference = table["batch_size"].map(ce[stat]) if not ce.empty else np.nan
-        table[f"delta_{stat}_vs_ce"] = table[stat] - reference
-    return table
+        reference = table["batch_size"].map(ce[stat]).astype("float64") if not ce.empty else np.nan
+        table[f"delta_{stat}_vs_ce"] = table[stat].astype("float64") - reference
+    return table[TABLE_COLUMNS]
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -82,56 +122,79 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def batch_size_trend(table: pd.DataFrame) -> pd.DataFrame:
-    """Per loss: least-squares slope of best and mean against log2(batch size); drop from largest to smallest.
+    """Per loss: how the objective moves with the batch size, from :func:`batch_size_table`.
 
-    ``drop_*`` = value at the largest batch size with data minus value at the smallest (positive: the
-    family loses accuracy at small batches). ``*_vs_ce`` subtract CE's figure: negative means the family
-    is less batch-sensitive than CE.
+    - ``slope_best`` / ``slope_mean``: least-squares slope against log2(batch size), i.e. the change
+      per doubling of the batch (NaN with fewer than 2 batch sizes that have data). log2 because
+      batch sizes are swept in powers of two and contrastive losses gain per doubling, not per image.
+    - ``drop_best`` / ``drop_mean``: value at the largest batch size with data minus value at the
+      smallest (positive in max mode: the family loses accuracy at small batches).
+    - ``*_vs_ce``: the same figure minus CE's; negative means less batch-sensitive than CE.
     """
     rows = []
     for loss, part in table.sort_values("batch_size").groupby("loss", sort=True):
         x = np.log2(part["batch_size"].to_numpy(dtype="float64"))
-        row = {"loss": loss, "n_batch_sizes": int(np.isfinite(part["best"]).sum())}
+        row = {"loss": loss, "n_batch_sizes": int(np.isfinite(part["best"].to_numpy(dtype="float64")).sum())}
         for stat in ("best", "mean"):
             y = part[stat].to_numpy(dtype="float64")
             row[f"slope_{stat}"] = _slope(x, y)
             finite = y[np.isfinite(y)]
             row[f"drop_{stat}"] = float(finite[-1] - finite[0]) if len(finite) >= 2 else float("nan")
         rows.append(row)
-    trend = pd.DataFrame(rows, columns=["loss", "n_batch_sizes", "slope_best", "drop_best", "slope_mean",
-                                        "drop_mean"])
+    trend = pd.DataFrame(rows, columns=TREND_COLUMNS[: 2 + len(TREND_STATS)])
     ce = trend.set_index("loss").loc["ce"] if "ce" in set(trend["loss"]) else None
-    for col in ("slope_best", "drop_best", "slope_mean", "drop_mean"):
-        trend[f"{col}_vs_ce"] = trend[col] - (ce[col] if ce is not None else np.nan)
-    return trend
+    for column in TREND_STATS:
+        difference = trend[column] - (ce[column] if ce is not None else np.nan)
+        trend[f"{column}_vs_ce"] = difference.round(12) + 0.0  # equal slopes read 0, not 1e-17 (nor -0)
+    return trend[TREND_COLUMNS]
 
 
 def paired_comparison(
-    trials: pd.DataFrame, *, baseline: str = "ce", statuses: tuple[str, ...] = ("completed",), n_boot: int = 2000,
+    trials: pd.DataFrame,
+    *,
+    baseline: str = "ce",
+    statuses: tuple[str, ...] = ("completed",),
+    n_boot: int = 2000,
+    ci: float = 0.95,
     seed: int = 0,
+    pooled: bool = False,
 ) -> pd.DataFrame:
-    """Each family against ``baseline`` at the same batch size and seed (repeats): mean paired difference + CI.
+    """Each family against ``baseline`` at the same batch size and the same seed (``config_seed``).
 
-    Within a (loss, batch size, seed) the best trial stands for that seed, so a sweep with several
-    sampled configs per cell compares the tuned result of each family seed by seed.
+    Pairing on the seed removes the variance the seed adds to both sides (init, data order,
+    augmentations), which unpaired means at a handful of seeds cannot. Within a (loss, batch size,
+    seed) the best usable trial stands for that seed, so a sweep that samples several configs per
+    cell compares the tuned result of each family seed by seed. One row per (loss, batch size) with
+    at least one pair (``pooled=True`` adds one row per loss with ``batch_size`` NA pooling the pairs
+    of every batch size); ``mean_diff`` = family - baseline with a percentile bootstrap CI. Empty (with these
+    columns) when no pair exists, e.g. a sweep without repeats over seeds.
     """
-    columns = ["loss", "batch_size", "n_pairs", "mean_diff", "ci_low", "ci_high"]
     mode = objective_mode(trials)
-    data = tidy(trials)
-    data = data[data["status"].isin(statuses) & np.isfinite(data["objective"])]
+    data = tidy(trials)[usable_mask(trials, statuses).to_numpy()]
+    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in PAIRED_COLUMNS}).astype(
+        {"loss": "object", "baseline": "object", "batch_size": "Int64", "n_pairs": "int64"})
     if data.empty:
-        return pd.DataFrame(columns=columns)
+        return empty
     pick = data.groupby(["loss", "batch_size", "seed"])["objective"].agg("max" if mode == "max" else "min")
     per_seed = pick.unstack("loss")
     if baseline not in per_seed:
-        return pd.DataFrame(columns=columns)
+        return empty
     rows = []
     for loss in per_seed.columns:
         if loss == baseline:
             continue
-        for batch, part in per_seed[[loss, baseline]].dropna().groupby(level="batch_size"):
-            diffs = (part[loss] - part[baseline]).to_numpy()
-            low, high = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-            rows.append({"loss": loss, "batch_size": int(batch), "n_pairs": len(diffs), "mean_diff": diffs.mean(),
-                         "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows, columns=columns)
+        pairs = per_seed[[loss, baseline]].dropna()
+        if pairs.empty:
+            continue
+        groups = [(int(b), part) for b, part in pairs.groupby(level="batch_size")]
+        if pooled:
+            groups.append((pd.NA, pairs))
+        for batch, part in groups:
+            diffs = (part[loss] - part[baseline]).to_numpy(dtype="float64")
+            low, high = bootstrap_ci(diffs, n_boot=n_boot, ci=ci, seed=seed)
+            rows.append({"loss": loss, "baseline": baseline, "batch_size": batch, "n_pairs": len(diffs),
+                         "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high})
+    if not rows:
+        return empty
+    out = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    return out.astype({"batch_size": "Int64", "n_pairs": "int64"})
