@@ -205,8 +205,8 @@ num_samples: 3
 max_concurrent: 2
 resources: {cpu: 1}
 """)
-    store = str(tmp_path / "store")
-    code = main(["sweep", str(path), "--store", store, "--storage", str(tmp_path / "ray"), "--name", "cli-1",
+    store = f"file://{tmp_path}/store"  # both locations as pyarrow filesystem URIs, as on a cluster
+    code = main(["sweep", str(path), "--store", store, "--storage", f"file://{tmp_path}/ray", "--name", "cli-1",
                  "--num-cpus", "2"])
     out = capsys.readouterr().out
     assert code == 0

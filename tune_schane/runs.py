@@ -88,8 +88,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise BadInput("--resume needs --name (the id of the sweep to continue)")
     sweep_id = check_name("sweep id", args.name or new_id(space.name))
     store = open_store(args.store)
-    storage = Path(args.storage or "runs/ray").expanduser().resolve()
-    if args.resume and not (storage / sweep_id).is_dir():
+    storage = storage_uri(args.storage or "runs/ray")
+    if args.resume and not _experiment_exists(storage, sweep_id):
         raise BadInput(f"--resume: no sweep {sweep_id!r} under {storage}")
     if args.address and (args.num_cpus is not None or args.num_gpus is not None):
         raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
@@ -105,13 +105,28 @@ def sweep_command(args: argparse.Namespace) -> int:
         if not args.resume:
             store.write_space(sweep_id, space.source)
         print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
-        ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=str(storage),
+        ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
                            resume=args.resume)
     finally:
         ray_tune.shutdown()
     print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
     print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
     return 0
+
+
+def storage_uri(text: str) -> str:
+    """Ray Tune's storage: a pyarrow filesystem URI as given, or a local path made absolute (Ray needs that)."""
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _experiment_exists(storage: str, sweep_id: str) -> bool:
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+        return fs.get_file_info(f"{root.rstrip('/')}/{sweep_id}").type == pafs.FileType.Directory
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--storage {storage}: cannot open ({exc})") from None
 
 
 def print_best(trials, metric: str, mode: str, top: int = 5) -> None:
