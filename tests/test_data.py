@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from tune_schane.data import DATASETS, build_data, few_shot_indices
 from tune_schane.errors import BadInput
@@ -57,6 +58,20 @@ def test_normalisation_uses_the_given_mean_and_std():
     torch.testing.assert_close(normalised, (image - 0.5) / 0.25)
 
 
+def test_dataloader_batches_views_and_bundle_pickles():
+    bundle = data(views=3, img_size=24)
+    views, labels = next(iter(DataLoader(bundle.train, batch_size=8)))
+    images, _ = next(iter(DataLoader(bundle.val, batch_size=8)))
+    assert views.shape == (8, 3, 3, 24, 24) and labels.shape == (8,) and images.shape == (8, 3, 24, 24)
+    clone = pickle.loads(pickle.dumps(bundle))
+    torch.manual_seed(1)
+    expected = bundle.train[5][0]
+    torch.manual_seed(1)
+    assert torch.equal(clone.train[5][0], expected)
+    with pytest.raises(BadInput, match="views"):
+        data(views=0)
+
+
 def test_few_shot_subsets_are_deterministic_balanced_and_seeded():
     labels = [i % 4 for i in range(40)]
     a, b, c = few_shot_indices(labels, 3, seed=1), few_shot_indices(labels, 3, seed=1), few_shot_indices(labels, 3, 2)
@@ -73,31 +88,51 @@ def test_build_data_applies_shots_to_train_only():
     assert len(bundle.train) == 50 and Counter(bundle.train_labels) == dict.fromkeys(range(10), 5)
     assert len(bundle.val) == 360
     assert data(shots=5, seed=2).train_labels == bundle.train_labels
+    full = data().train_labels
+    assert bundle.train_labels == [full[i] for i in few_shot_indices(full, 5, seed=2)]
+    with pytest.raises(BadInput, match="class"):
+        data(shots=1000)
 
 
 def _write_cifar10(root, n_per_batch=20):
-    """CIFAR-10's python format: pickled dicts of uint8 rows [N, 3072] (R, G, B planes) and labels."""
+    """CIFAR-10's python format: pickled dicts of uint8 rows [N, 3072] (R, G, B planes) and labels.
+
+    Returns (train labels in file order, test labels). The md5 sums differ from the official files.
+    """
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
+    written = []
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         labels = [int(x) for x in rng.integers(0, 10, n_per_batch)]
         rows = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
         with open(folder / name, "wb") as fh:
             pickle.dump({"data": rows, "labels": labels}, fh)
+        written.append(labels)
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, fh)
-    return labels
+    return [y for labels in written[:5] for y in labels], written[5]
 
 
 def test_cifar10_is_read_from_a_local_root_in_its_own_format(tmp_path):
-    last_test_labels = _write_cifar10(tmp_path)
+    train_labels, test_labels = _write_cifar10(tmp_path)
     bundle = data("cifar10", root=str(tmp_path))
     assert bundle.num_classes == 10 and len(bundle.train) == 100 and len(bundle.val) == 20
-    views, _ = bundle.train[0]
-    image, label = bundle.val[19]
-    assert views.shape == (2, 3, 32, 32) and image.shape == (3, 32, 32)
-    assert label == last_test_labels[19]
+    assert bundle.train_labels == train_labels
+    views, label = bundle.train[42]
+    image, _ = bundle.val[19]
+    assert views.shape == (2, 3, 32, 32) and views.dtype == torch.float32 and image.shape == (3, 32, 32)
+    assert label == train_labels[42] and [bundle.val[i][1] for i in range(20)] == test_labels
+    few = data("cifar10", root=str(tmp_path), shots=1, seed=4)
+    assert len(few.train) == len(set(train_labels)) and sorted(few.train_labels) == sorted(set(train_labels))
+    assert pickle.loads(pickle.dumps(bundle)).train_labels == train_labels  # Ray ships bundles to workers
+
+
+def test_corrupt_cifar_file_is_bad_input(tmp_path):
+    _write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(BadInput, match="cifar10"):
+        data("cifar10", root=str(tmp_path))
 
 
 def test_missing_torchvision_root_is_bad_input(tmp_path):
@@ -134,6 +169,10 @@ def test_image_folder_errors(tmp_path):
         data("imagefolder", root=str(tmp_path))
     with pytest.raises(BadInput, match="val"):
         data("imagefolder", root=str(tmp_path / "train"))
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "val").mkdir()
+    with pytest.raises(BadInput, match="train"):
+        data("imagefolder", root=str(tmp_path / "empty"))
 
 
 def test_unknown_dataset_lists_the_known_ones():

@@ -149,7 +149,19 @@ def _make_cell_searcher(space: SearchSpace, cell: dict, index: int):
                                     mode=space.objective_mode, sampler=sampler, max_epochs=space.max_epochs)
 
 
-class CellSearcher(Searcher):
+class _PickledState:
+    """Ray checkpoints searchers and schedulers through save/restore; the whole state pickles."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.__dict__, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
+
+
+class CellSearcher(_PickledState, Searcher):
     """Round-robin over grid cells, one searcher each; every suggestion becomes ``repeats`` trials."""
 
     def __init__(self, space: SearchSpace) -> None:
@@ -226,13 +238,6 @@ class CellSearcher(Searcher):
         else:
             searcher.on_trial_complete(group_id, None, error=True)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
 
     def studies(self) -> list:
         return [s.study for s in self.searchers if isinstance(s, PruningAwareOptunaSearch)]
@@ -246,7 +251,7 @@ class CellSearcher(Searcher):
 
 
 # ----------------------------------------------------------------------------------------- scheduler
-class CellASHA(FIFOScheduler):
+class CellASHA(_PickledState, FIFOScheduler):
     """One ASHA per grid cell: trials compete only with trials of their own cell.
 
     A single ASHA over a loss × batch-size grid compares a small-batch SupCon trial with a
@@ -287,13 +292,6 @@ class CellASHA(FIFOScheduler):
         stopped = sum(a._num_stopped for a in self.by_cell.values())
         return f"ASHA per grid cell ({len(self.by_cell)} cells): {stopped} trials stopped early"
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
 
 
 # ----------------------------------------------------------------------------------------- store

@@ -1,21 +1,29 @@
 """torchvision datasets read from a local root (no download unless asked), and ImageFolder.
 
-Each entry names the torchvision class and its train/val split arguments. Splits: the official
-test split is the validation set (these are fine-tuning benchmarks; tune on a held-out part of
-train for a publishable protocol). CIFAR's md5 check is relaxed to "the files are there" so a
-locally re-packed copy (or a test's small one) is read; the format is CIFAR's own.
+Each entry names the torchvision class and its train/val split arguments. The official test split
+is the validation set (Flowers102: ``split="test"``, not its small ``"val"``; pets/aircraft train on
+``"trainval"``): these are fine-tuning benchmarks; hold out part of train for a publishable protocol.
+
+CIFAR integrity: torchvision's CIFAR10/100 compare each batch file's md5 with hard-coded sums, so
+only the byte-exact official files pass. With ``download=False`` we read them through subclasses
+whose md5 entries are ``None``; torchvision's ``check_integrity`` then checks only that each file
+exists. The files must still be CIFAR's own pickle format (a re-packed copy or a test's small
+one reads; a corrupt file fails when it's unpickled). With ``download=True`` the stock classes
+verify md5 and fetch the archive if needed.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from ..errors import BadInput
 
-SPLITS = {  # name -> (class name, train kwargs, val kwargs)
+SPLITS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {  # name -> (class, train kwargs, val kwargs)
     "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
     "cifar100": ("CIFAR100", {"train": True}, {"train": False}),
     "flowers102": ("Flowers102", {"split": "train"}, {"split": "test"}),
@@ -26,40 +34,46 @@ SPLITS = {  # name -> (class name, train kwargs, val kwargs)
     "food101": ("Food101", {"split": "train"}, {"split": "test"}),
     "dtd": ("DTD", {"split": "train", "partition": 1}, {"split": "test", "partition": 1}),
 }
+KNOWN_CLASSES = {"cifar10": 10, "cifar100": 100, "flowers102": 102, "oxford_pets": 37, "stanford_cars": 196,
+                 "fgvc_aircraft": 100, "food101": 101, "dtd": 47}
 LABEL_ATTRS = ("targets", "_labels", "labels", "_targets")
 
 
-def _dataset_class(class_name: str, download: bool):
-    import torchvision.datasets as tvd
+class LocalCIFAR10(tvd.CIFAR10):
+    """CIFAR-10 from local files, md5 not checked (see the module docstring)."""
 
-    base = getattr(tvd, class_name)
-    if download or class_name not in ("CIFAR10", "CIFAR100"):  # a download is always md5-checked
-        return base
+    train_list: ClassVar[list] = [[name, None] for name, _ in tvd.CIFAR10.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in tvd.CIFAR10.test_list]
+    meta: ClassVar[dict] = {**tvd.CIFAR10.meta, "md5": None}
 
-    class LocalCIFAR(base):  # type: ignore[misc, valid-type]
-        # md5 None: torchvision's check_integrity then only checks that each file exists.
-        train_list: ClassVar[list] = [[name, None] for name, _ in base.train_list]
-        test_list: ClassVar[list] = [[name, None] for name, _ in base.test_list]
-        meta: ClassVar[dict] = {**base.meta, "md5": None}
 
-    LocalCIFAR.__name__ = LocalCIFAR.__qualname__ = f"Local{class_name}"
-    return LocalCIFAR
+class LocalCIFAR100(tvd.CIFAR100):
+    """CIFAR-100 from local files, md5 not checked (see the module docstring)."""
+
+    train_list: ClassVar[list] = [[name, None] for name, _ in tvd.CIFAR100.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in tvd.CIFAR100.test_list]
+    meta: ClassVar[dict] = {**tvd.CIFAR100.meta, "md5": None}
+
+
+LOCAL = {"CIFAR10": LocalCIFAR10, "CIFAR100": LocalCIFAR100}
 
 
 def load_torchvision(name: str, root: str | None, download: bool) -> tuple[Dataset, Dataset, int]:
     """(train, val, num_classes) as PIL-image datasets."""
     if not root:
         raise BadInput(f"data_root: required for {name} (the folder holding the extracted dataset)")
-    if not download and not Path(root).expanduser().is_dir():
-        raise BadInput(f"data_root: {root} does not exist ({name} needs the dataset there; download is off)")
+    path = Path(root).expanduser()
+    if not download and not path.is_dir():
+        raise BadInput(f"data_root: {root} does not exist ({name} needs the extracted dataset there; download is off)")
     class_name, train_kw, val_kw = SPLITS[name]
-    cls = _dataset_class(class_name, download)
+    cls = getattr(tvd, class_name) if download else LOCAL.get(class_name, getattr(tvd, class_name))
     try:
-        train = cls(str(Path(root).expanduser()), download=download, **train_kw)
-        val = cls(str(Path(root).expanduser()), download=download, **val_kw)
-    except (RuntimeError, OSError, ValueError) as exc:
-        hint = "" if download else " (download is off; set download: true to fetch it)"
-        raise BadInput(f"data_root: {name} not found or unreadable under {root}: {exc}{hint}") from None
+        train = cls(str(path), download=download, **train_kw)
+        val = cls(str(path), download=download, **val_kw)
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
+        said = str(exc).strip().rstrip(".") or type(exc).__name__
+        hint = "" if download else "; download is off, so the extracted files must already be there"
+        raise BadInput(f"data_root: no readable {name} dataset under {root} (torchvision: {said}{hint})") from None
     return train, val, _num_classes(train, name)
 
 
@@ -70,16 +84,15 @@ def labels_of(dataset: Dataset) -> list[int]:
         if values is not None and len(values) == len(dataset):
             return [int(v) for v in values]
     samples = getattr(dataset, "samples", None) or getattr(dataset, "_samples", None)
-    if samples is not None:
+    if samples is not None and len(samples) == len(dataset):
         return [int(s[1]) for s in samples]
     return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
 def _num_classes(dataset: Dataset, name: str) -> int:
+    """``len(classes)`` where the dataset has them (Flowers102 doesn't), else the known count."""
     classes = getattr(dataset, "classes", None)
-    if classes:
-        return len(classes)
-    return max(labels_of(dataset)) + 1
+    return len(classes) if classes else KNOWN_CLASSES[name]
 
 
 def load_image_folder(root: str | None) -> tuple[Dataset, Dataset, int]:
@@ -87,16 +100,18 @@ def load_image_folder(root: str | None) -> tuple[Dataset, Dataset, int]:
     from torchvision.datasets import ImageFolder
 
     if not root:
-        raise BadInput("data_root: required for imagefolder (a folder with train/ and val/)")
+        raise BadInput("data_root: required for imagefolder (a folder with train/<class>/ and val/<class>/)")
     parts = {}
     for split in ("train", "val"):
         folder = Path(root).expanduser() / split
         if not folder.is_dir():
-            raise BadInput(f"data_root: {folder} does not exist (imagefolder needs train/ and val/)")
+            raise BadInput(f"data_root: {folder} does not exist (imagefolder needs train/ and val/ under {root})")
         try:
             parts[split] = ImageFolder(str(folder))
         except (FileNotFoundError, RuntimeError) as exc:
             raise BadInput(f"data_root: {folder}: {exc}") from None
-    if parts["train"].classes != parts["val"].classes:
-        raise BadInput(f"data_root: {root}: train/ and val/ have different class folders")
-    return parts["train"], parts["val"], len(parts["train"].classes)
+    train, val = parts["train"], parts["val"]
+    if train.classes != val.classes:
+        only = sorted(set(train.classes) ^ set(val.classes))
+        raise BadInput(f"data_root: {root}: train/ and val/ have different class folders (not in both: {only})")
+    return train, val, len(train.classes)

@@ -6,19 +6,22 @@ Classes rather than closures so that a bundle pickles (Ray ships trials to worke
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 
 class Subset(Dataset):
+    """The items of ``base`` at ``indices``, in that order (the few-shot training subset)."""
+
     def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
         self.base, self.indices = base, list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Any:
         return self.base[self.indices[i]]
 
 
