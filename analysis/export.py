@@ -12,7 +12,6 @@ configured for, so rerunning its config would not reproduce anything recorded.
 from __future__ import annotations
 
 import json
-import math
 import typing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from tune_schane.config import TrialConfig, dump_config, field_types
 from tune_schane.errors import BadInput
 
 from .sensitivity import objective_mode
+from .values import plain
 
 GROUPS = {"loss": "config_loss", "batch_size": "config_batch_size"}
 
@@ -49,17 +49,6 @@ def best_trials(trials: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     return ranked.drop(columns=["_objective", "_tid"]).reset_index(drop=True)
 
 
-def _plain(value: Any) -> Any:
-    """A YAML-safe Python scalar: numpy/pandas scalars unwrapped, NaN/None/NA -> None."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def config_from_row(row: pd.Series) -> TrialConfig:
     """The trial's :class:`TrialConfig` from its ``config_*`` columns, validated and resolved.
 
@@ -71,7 +60,7 @@ def config_from_row(row: pd.Series) -> TrialConfig:
     data: dict[str, Any] = {}
     for name, kind in field_types().items():
         column = f"config_{name}"
-        value = _plain(row.get(column)) if column in row.index else None
+        value = plain(row.get(column)) if column in row.index else None
         if value is None:
             if type(None) in typing.get_args(hints[name]) and column in row.index:
                 data[name] = None
@@ -88,18 +77,18 @@ def provenance_of(row: pd.Series) -> dict[str, Any]:
         versions = json.loads(row.get("versions") or "{}")
     except (TypeError, ValueError):
         versions = {}
-    epochs_run, configured = _plain(row.get("epochs_run")), _plain(row.get("config_epochs"))
+    epochs_run, configured = plain(row.get("epochs_run")), plain(row.get("config_epochs"))
     full = epochs_run is not None and configured is not None and int(epochs_run) >= int(configured)
     return {
         "sweep_id": str(row["sweep_id"]),
         "trial_id": str(row["trial_id"]),
         "status": str(row["status"]),
-        "objective_name": str(_plain(row.get("objective_name")) or "val_top1"),
-        "objective_mode": str(_plain(row.get("objective_mode")) or "max"),
-        "best_objective": _plain(row.get("best_objective")),
-        "final_objective": _plain(row.get("final_objective")),
+        "objective_name": str(plain(row.get("objective_name")) or "val_top1"),
+        "objective_mode": str(plain(row.get("objective_mode")) or "max"),
+        "best_objective": plain(row.get("best_objective")),
+        "final_objective": plain(row.get("final_objective")),
         "epochs_run": epochs_run,
-        "commit": _plain(row.get("commit")),
+        "commit": plain(row.get("commit")),
         "versions": versions if isinstance(versions, dict) else {},
         "reproduce": (
             "`tune-schane train` on this file reruns the trial (same seed and epochs); compare its final "
@@ -115,7 +104,7 @@ def export_name(by: str | None, row: pd.Series) -> str:
     """``best.yaml``, ``best-loss-<family>.yaml`` or ``best-batch_size-<n>.yaml``."""
     if by is None:
         return "best.yaml"
-    return f"best-{by}-{_plain(row[GROUPS[by]])}.yaml"
+    return f"best-{by}-{plain(row[GROUPS[by]])}.yaml"
 
 
 def export_best(trials: pd.DataFrame, out: str | Path, by: str | None = None) -> list[Path]:

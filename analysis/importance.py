@@ -22,7 +22,6 @@ about, so the ``all`` ranking covers the parameters every usable trial has (loss
 from __future__ import annotations
 
 import json
-import math
 import numbers
 from typing import Any
 
@@ -30,22 +29,12 @@ import numpy as np
 import pandas as pd
 
 from .sensitivity import objective_mode, usable_mask
+from .values import plain
 
 CANDIDATES = ("loss", "tau", "beta", "lam", "lr", "batch_size", "weight_decay", "warmup_epochs", "layer_decay")
 EVALUATORS = ("fanova", "ped_anova", "mdi")
 MAX_INT_CHOICES = 8  # integers with at most this many distinct values are treated as categories
 COLUMNS = ["scope", "param", "importance"]
-
-
-def _plain(value: Any) -> Any:
-    """A Python scalar, or None for null/NaN/NA (a conditional parameter the trial did not use)."""
-    if value is None or value is pd.NA:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _config_fields() -> set[str]:
@@ -67,7 +56,7 @@ def _sampled(row: pd.Series, fields: set[str]) -> dict[str, Any]:
         return {}
     out = {}
     for key, value in params.items():
-        value = _plain(value)
+        value = plain(value)
         if key in fields and isinstance(value, (str, numbers.Real)):
             out[key] = value
     return out
@@ -76,7 +65,7 @@ def _sampled(row: pd.Series, fields: set[str]) -> dict[str, Any]:
 def _from_config(row: pd.Series) -> dict[str, Any]:
     out = {}
     for name in CANDIDATES:
-        value = _plain(row.get(f"config_{name}"))
+        value = plain(row.get(f"config_{name}"))
         if value is not None:
             out[name] = value
     return out
