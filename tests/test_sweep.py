@@ -242,3 +242,27 @@ resources: {cpu: 1}
     counts = trials.groupby(["config_loss", "status"]).size().unstack(fill_value=0)
     assert (counts["completed"] >= 1).all(), counts
     assert counts.get("pruned", 0).sum() >= 1, counts  # ASHA is still active inside each cell
+
+
+@pytest.mark.slow
+def test_sweep_trial_over_its_memory_budget_is_chunked_and_the_store_records_the_chunk(tmp_path, local_ray):
+    """On a GPU the budget is the trial's share of the card; here it is given, small enough to bind."""
+    path = write_space(tmp_path, FAST_FIXED + """\
+  loss: supcon
+  memory_budget_mb: 1
+name: budget
+params:
+  batch_size: {choice: [32]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: grid}
+scheduler: {type: fifo, max_epochs: 1}
+max_concurrent: 1
+resources: {cpu: 1}
+""")
+    ray_tune.init_ray(None, num_cpus=2)
+    ray_tune.run_sweep(load_space(path), sweep_id="budget", store_uri=str(tmp_path / "store"),
+                       storage_path=str(tmp_path / "ray"), verbose=0)
+    row = TrialStore(str(tmp_path / "store")).load_trials("budget").iloc[0]
+    assert row["status"] == "completed", row["error"]
+    assert row["config_batch_size"] == 32 and 1 <= row["config_contrastive_chunk"] < 32
+    assert row["config_memory_budget_mb"] == 1.0

@@ -69,7 +69,10 @@ class TrialConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5  # linear warm-up, then cosine decay to 0, stepped per batch
     layer_decay: float | None = None  # layer-wise lr decay for ViT/BEiT (e.g. 0.65); None = off
-    contrastive_chunk: int | None = None  # gradient-cache chunk (images); None = plain step
+    contrastive_chunk: int | None = None  # gradient-cache chunk (images); None = plain step (or automatic, below)
+    memory_budget_mb: float | None = None  # step memory budget: without contrastive_chunk, a batch estimated
+    # to exceed it trains gradient-cached with an automatic chunk (tune_schane/memory.py). Under Ray on a
+    # GPU it defaults to the trial's GPU share of the card; None elsewhere = off.
     # --- run -------------------------------------------------------------------------------
     seed: int = 0  # seeds the model init, the data order, augmentations and few-shot subsets
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
@@ -106,6 +109,8 @@ class TrialConfig:
             raise BadInput(f"lr: must be a finite number > 0, got {self.lr}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.drop_path_rate < 0:
             raise BadInput("weight_decay, warmup_epochs and drop_path_rate must be >= 0")
+        if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:
+            raise BadInput(f"memory_budget_mb: must be > 0 or null, got {self.memory_budget_mb}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise BadInput(f"layer_decay: must be in (0, 1], got {self.layer_decay}")
         if self.num_workers < 0:

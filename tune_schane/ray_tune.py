@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -45,6 +46,8 @@ STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"
 GPU_IDS_KEY = "gpu_ids"  # "0,1": the GPU ids Ray assigned (CUDA_VISIBLE_DEVICES of the trial)
 CONFIG_KEY = "trial_config"  # the resolved TrialConfig as a dict, in the param space of every trial
+CHUNK_KEY = "contrastive_chunk"  # the chunk the trial trains with (automatic ones included), NaN = none
+BUDGET_KEY = "memory_budget_mb"  # the step memory budget it planned for, NaN = none
 CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 
 
@@ -52,15 +55,23 @@ CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 def trainable(config: dict[str, Any]) -> None:
     """Run one trial under Ray Tune; resume from Tune's checkpoint when there is one."""
     trial_config = TrialConfig.from_dict(config[CONFIG_KEY]).resolved()
+    resources = config.get("resources", {})
     if trial_config.num_threads is None:  # a reused worker keeps its first trial's thread count
-        torch.set_num_threads(max(1, int(config.get("resources", {}).get("cpu", 1))))
+        torch.set_num_threads(max(1, int(resources.get("cpu", 1))))
+    gpu_share = float(resources.get("gpu", 0.0))
+    if trial_config.memory_budget_mb is None and gpu_share > 0 and torch.cuda.is_available():
+        # The trial's share of its card: a batch that would not fit is gradient-cached, not failed.
+        card = torch.cuda.get_device_properties(0).total_memory / 2**20
+        trial_config = dataclasses.replace(trial_config, memory_budget_mb=min(1.0, gpu_share) * card)
     trial = Trial(trial_config)
+    effective = {CHUNK_KEY: float(trial.config.contrastive_chunk or math.nan),
+                 BUDGET_KEY: float(trial.config.memory_budget_mb or math.nan)}
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trial.load_checkpoint(directory)
     # Which (logical) GPUs Ray gave this trial: reported so packing can be checked from the results.
-    placement = {GPU_IDS_KEY: ",".join(str(g) for g in ray.get_gpu_ids()), "started_at": time.time()}
+    placement = {GPU_IDS_KEY: ",".join(str(g) for g in ray.get_gpu_ids()), "started_at": time.time(), **effective}
     try:
         for metrics in trial.run():
             with tempfile.TemporaryDirectory() as directory:
@@ -321,7 +332,7 @@ class StoreCallback(tune.Callback):
 
     def _write(self, trial, error: bool) -> None:
         result = trial.last_result or {}
-        config = TrialConfig.from_dict(trial.config[CONFIG_KEY])
+        config = effective_config(TrialConfig.from_dict(trial.config[CONFIG_KEY]), result)
         status = _trial_status(result, error, self.space.max_epochs)
         message = result.get(ERROR_KEY) or None
         if error:
@@ -340,6 +351,16 @@ class StoreCallback(tune.Callback):
             resources_cpu=float(resources.get("CPU", 0.0)), resources_gpu=float(resources.get("GPU", 0.0)),
             node=result.get("node_ip"), params=trial.config.get("params"))])
         self.written.add(trial.trial_id)
+
+
+def effective_config(config: TrialConfig, result: dict) -> TrialConfig:
+    """The config as the trial ran it: with the chunk and memory budget it reported (set automatically)."""
+    changes = {}
+    for key in (CHUNK_KEY, BUDGET_KEY):
+        value = result.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            changes[key] = int(value) if key == CHUNK_KEY else float(value)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, space: SearchSpace) -> int:
@@ -363,7 +384,7 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
             history = [{key: float(row[key]) for key in METRIC_KEYS} for _, row in frame.iterrows()]
         status = _trial_status(result.metrics, result.error is not None, space.max_epochs)
         error = str(result.error).strip().splitlines()[-1] if result.error else (result.metrics.get(ERROR_KEY) or None)
-        config = TrialConfig.from_dict(result.config[CONFIG_KEY])
+        config = effective_config(TrialConfig.from_dict(result.config[CONFIG_KEY]), result.metrics)
         resources = result.config.get("resources", {})
         store.write_epochs(epoch_rows(sweep_id, trial_id, history))
         store.write_trials([trial_row(

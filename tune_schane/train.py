@@ -54,7 +54,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast_for(device: torch.device, amp: bool):
     # bf16 autocast on CUDA only: CPU bf16 is slow on most CPUs and changes numerics needlessly.
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
@@ -94,10 +94,10 @@ def train_one_epoch(
             if chunk:
                 out, _ = cached_step(model, x, y, loss_fn, chunk_rows=chunk * n_views,
                                          detach_classifier=classifier_only_ce,
-                                         autocast=lambda: _autocast(device, amp))
+                                         autocast=lambda: autocast_for(device, amp))
             else:
                 out, _ = plain_step(model, x, y, loss_fn, detach_classifier=classifier_only_ce,
-                                        autocast=lambda: _autocast(device, amp))
+                                        autocast=lambda: autocast_for(device, amp))
         except NonFiniteEmbeddings as exc:
             raise TrialStopped("diverged", f"non-finite embeddings at step {steps + 1}") from exc
         except NonFiniteLoss as exc:
@@ -130,7 +130,7 @@ def evaluate(
     loss_sum = 0.0
     for images, labels in loader:
         x, y = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with autocast_for(device, amp):
             _, logits = model(x)
         logits = logits.float()
         loss_sum += cross_entropy(logits, y).item() * y.shape[0]

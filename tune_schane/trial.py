@@ -13,6 +13,7 @@ turns early stops into a status (``completed``, ``diverged``, ``oom``, ``error``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -27,8 +28,9 @@ from torch.utils.data import DataLoader, RandomSampler
 from .config import TrialConfig, dump_config
 from .errors import BadInput
 from .losses import build_loss
+from .memory import auto_chunk, step_memory_model
 from .records import best_of, final_of
-from .train import TrialStopped, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
+from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
 
 OBJECTIVE = "val_top1"
 METRIC_KEYS = (
@@ -93,6 +95,8 @@ class Trial:
                                  weights=cfg.weights, img_size=cfg.img_size, proj_dim=cfg.proj_dim,
                                  drop_path_rate=cfg.drop_path_rate).to(self.device)
         self.loss_fn = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+        if cfg.contrastive_chunk is None and cfg.memory_budget_mb:
+            self.config = cfg = self._fit_memory_budget(cfg, img_size)
         self.lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_rule, cfg.lr_ref_batch)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.layer_decay)
         self.steps_per_epoch = n_train // cfg.batch_size  # drop_last: every step sees a full batch
@@ -103,6 +107,15 @@ class Trial:
                                      num_workers=cfg.num_workers)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+
+    def _fit_memory_budget(self, cfg: TrialConfig, img_size: int) -> TrialConfig:
+        """The config with an automatic gradient-cache chunk when the batch would exceed the budget."""
+        fixed, per_image = step_memory_model(self.model, self.loss_fn, self.device, img_size=img_size,
+                                             views=cfg.views, num_classes=self.data.num_classes,
+                                             autocast=lambda: autocast_for(self.device, cfg.amp))
+        chunk = auto_chunk(cfg.batch_size, cfg.memory_budget_mb, fixed, per_image)
+        self.memory_estimate_mb = fixed + per_image * cfg.batch_size
+        return dataclasses.replace(cfg, contrastive_chunk=chunk) if chunk else cfg
 
     def _train_loader(self, epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
