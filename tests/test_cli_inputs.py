@@ -108,6 +108,7 @@ CASES = [
     ("train-lr-rule", ["train", "--set", "lr_rule=cubic"], nothing, "lr_rule"),
     ("train-lr-negative", ["train", "--set", "lr=-0.1"], nothing, "lr"),
     ("train-epochs-zero", ["train", "--set", "epochs=0"], nothing, "epochs"),
+    ("train-memory-budget-zero", ["train", "--set", "memory_budget_mb=0"], nothing, "memory_budget_mb"),
     ("train-bad-override", ["train", "--set", "novalue"], nothing, "key=value"),
     ("train-unknown-override", ["train", "--set", "colour=red"], nothing, "unknown config key"),
     ("train-unknown-model", ["train", "--set", "model=resnet9000"], nothing, "unknown timm model"),
