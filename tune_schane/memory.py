@@ -74,7 +74,9 @@ def step_memory_model(model: nn.Module, loss_fn: CLCELoss, device: torch.device,
     model.train()
     peaks = []
     try:
-        for images in (probe, 2 * probe):
+        # The first step of a process also allocates lazily created workspaces (cuBLAS, cuDNN), which
+        # would inflate the small probe and flatten the slope: one unmeasured warm-up step first.
+        for images in (probe, probe, 2 * probe):
             x = torch.rand(images * views, 3, img_size, img_size, device=device)
             y = (torch.arange(images, device=device) % max(1, num_classes)).repeat_interleave(views)
 
@@ -91,8 +93,8 @@ def step_memory_model(model: nn.Module, loss_fn: CLCELoss, device: torch.device,
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
         model.train(was_training)
-    per_image = max(0.0, (peaks[1] - peaks[0]) / probe)
-    return max(0.0, peaks[0] - per_image * probe), per_image
+    per_image = max(0.0, (peaks[2] - peaks[1]) / probe)
+    return max(0.0, peaks[1] - per_image * probe), per_image
 
 
 def auto_chunk(batch_size: int, budget_mib: float, fixed_mib: float, per_image_mib: float) -> int | None:
