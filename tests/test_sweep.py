@@ -266,3 +266,34 @@ resources: {cpu: 1}
     assert row["status"] == "completed", row["error"]
     assert row["config_batch_size"] == 32 and 1 <= row["config_contrastive_chunk"] < 32
     assert row["config_memory_budget_mb"] == 1.0
+
+
+def test_optuna_hears_diverged_oom_and_errored_trials_as_failed_and_stopped_ones_as_pruned(tmp_path):
+    """The searcher's side of every ending, with a real Optuna study (no Ray cluster needed)."""
+    import optuna
+
+    space = load_space(write_space(tmp_path, """\
+name: tell
+params:
+  lr: {loguniform: [1.0e-4, 1.0e-2]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: optuna, seed: 0}
+scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+num_samples: 6
+"""))
+    searcher = ray_tune.PruningAwareOptunaSearch(space=space.define_by_run({}), metric="val_top1", mode="max",
+                                                 sampler=optuna.samplers.TPESampler(seed=0), max_epochs=3)
+    endings = {
+        "done": ({"epoch": 3, "val_top1": 80.0, ray_tune.STATUS_KEY: "running"}, False),
+        "stopped": ({"epoch": 1, "val_top1": 20.0, ray_tune.STATUS_KEY: "running"}, False),
+        "diverged": ({"epoch": 1, "val_top1": -math.inf, ray_tune.STATUS_KEY: "diverged"}, False),
+        "oom": ({"epoch": 1, "val_top1": -math.inf, ray_tune.STATUS_KEY: "oom"}, False),
+        "errored": (None, True),
+    }
+    for trial_id, (result, error) in endings.items():
+        assert searcher.suggest(trial_id) is not None
+        searcher.on_trial_complete(trial_id, result, error=error)
+    states = {trial_id: searcher.study.trials[searcher._ot_trials[trial_id].number].state for trial_id in endings}
+    state = optuna.trial.TrialState
+    assert states == {"done": state.COMPLETE, "stopped": state.PRUNED, "diverged": state.FAIL, "oom": state.FAIL,
+                      "errored": state.FAIL}
