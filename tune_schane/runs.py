@@ -122,11 +122,10 @@ def storage_uri(text: str) -> str:
 def _experiment_exists(storage: str, sweep_id: str) -> bool:
     import pyarrow.fs as pafs
 
-    try:
-        fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
-        return fs.get_file_info(f"{root.rstrip('/')}/{sweep_id}").type == pafs.FileType.Directory
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"--storage {storage}: cannot open ({exc})") from None
+    from .store import open_filesystem
+
+    fs, root = open_filesystem(storage, "--storage")
+    return fs.get_file_info(f"{root}/{sweep_id}").type == pafs.FileType.Directory
 
 
 def print_best(trials, metric: str, mode: str, top: int = 5) -> None:

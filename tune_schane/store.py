@@ -55,6 +55,18 @@ _READ_THREADS = 8  # part files are read concurrently: latency dominates on obje
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
 
+def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, root path without trailing slash)`` for a local path or a ``pyarrow.fs`` URI."""
+    if "://" in uri:
+        try:
+            fs, root = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+            raise BadInput(f"{what} {uri!r}: cannot open ({exc})") from None
+    else:
+        fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    return fs, root.rstrip("/") or "/"
+
+
 class TrialStore:
     """A trial store at a local path or a ``pyarrow.fs`` URI (``file:///abs``, ``s3://bucket/prefix``)."""
 
@@ -62,15 +74,7 @@ class TrialStore:
         self.uri = os.fspath(uri)
         if not self.uri:
             raise BadInput("store: empty path")
-        if "://" in self.uri:
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-                raise BadInput(f"store {self.uri!r}: cannot open ({exc})") from None
-        else:
-            self.fs = pafs.LocalFileSystem()
-            self.root = os.path.abspath(os.path.expanduser(self.uri))
-        self.root = self.root.rstrip("/") or "/"
+        self.fs, self.root = open_filesystem(self.uri, "store")
 
     def __repr__(self) -> str:
         return f"TrialStore({self.uri!r})"
