@@ -146,8 +146,19 @@ resources: {cpu: 1}
 
 @pytest.mark.slow
 def test_logical_gpus_pack_small_trials_by_batch_size(tmp_path, local_ray):
-    """2 logical GPUs; batch 16 asks 0.5 GPU, batch 32 a whole one: four small trials share the two GPUs."""
-    path = write_space(tmp_path, FAST_FIXED + """\
+    """2 logical GPUs; batch 16 asks 0.5 GPU, batch 32 a whole one: four small trials share the two GPUs.
+
+    Trials here are made long enough (about 10 s under 4-way CPU sharing) that the four small ones
+    overlap even when Ray starts their workers a few seconds apart on a busy machine.
+    """
+    path = write_space(tmp_path, """\
+fixed:
+  model: test_vit
+  dataset: digits
+  img_size: 16
+  shots: 40
+  num_threads: 1
+  warmup_epochs: 0
   loss: ce
 name: packing
 params:
@@ -155,7 +166,7 @@ params:
   lr: {choice: [0.001, 0.002, 0.003, 0.004]}
 objective: {metric: val_top1, mode: max}
 searcher: {type: grid}
-scheduler: {type: fifo, max_epochs: 3}
+scheduler: {type: fifo, max_epochs: 6}
 max_concurrent: 8
 resources:
   cpu: 0.25
