@@ -82,7 +82,7 @@ def set_rng_state(state: _RngState, device: torch.device) -> None:
         torch.cuda.set_rng_state(cuda, device)
 
 
-def _snapshot_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+def snapshot_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
     """Copies of every buffer, so the no-grad pass can be made side-effect free.
 
     All buffers rather than only BatchNorm's: any module that updates a buffer in training mode
@@ -93,7 +93,7 @@ def _snapshot_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
 
 
 @torch.no_grad()
-def _restore_buffers(snapshot: list[tuple[Tensor, Tensor]]) -> None:
+def restore_buffers(snapshot: list[tuple[Tensor, Tensor]]) -> None:
     for buf, saved in snapshot:
         buf.copy_(saved)
 
@@ -132,7 +132,7 @@ def cached_step(
     states: list[_RngState] = []
     zs: list[Tensor] = []
     logit_parts: list[Tensor] = []
-    buffers = _snapshot_buffers(model)
+    buffers = snapshot_buffers(model)
     try:
         with torch.no_grad():
             for xc in chunks:
@@ -142,7 +142,7 @@ def cached_step(
                 zs.append(z)
                 logit_parts.append(logits)
     finally:
-        _restore_buffers(buffers)
+        restore_buffers(buffers)
     del buffers
     after_forward = get_rng_state(device)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .gradcache import plain_step
+from .gradcache import get_rng_state, plain_step, restore_buffers, set_rng_state, snapshot_buffers
 from .losses import CLCELoss
 
 HEADROOM = 0.8  # plan for 80 % of the budget: allocator fragmentation, the loss's N×N matrices
@@ -67,9 +67,8 @@ def step_memory_model(model: nn.Module, loss_fn: CLCELoss, device: torch.device,
     import contextlib
 
     autocast = autocast or contextlib.nullcontext
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    buffers = snapshot_buffers(model)
+    rng = get_rng_state(device)
     was_training = model.training
     model.train()
     peaks = []
@@ -86,12 +85,8 @@ def step_memory_model(model: nn.Module, loss_fn: CLCELoss, device: torch.device,
             peaks.append(peak_memory_mib(step, device))
             model.zero_grad(set_to_none=True)
     finally:
-        with torch.no_grad():
-            for buf, saved in buffers:
-                buf.copy_(saved)
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, device)
+        restore_buffers(buffers)
+        set_rng_state(rng, device)
         model.train(was_training)
     per_image = max(0.0, (peaks[2] - peaks[1]) / probe)
     return max(0.0, peaks[1] - per_image * probe), per_image

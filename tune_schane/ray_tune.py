@@ -375,13 +375,7 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
     missing = [r for r in results if r.metrics and r.metrics.get("trial_id") not in known]
     for result in missing:
         trial_id = result.metrics["trial_id"]
-        frame = result.metrics_dataframe
-        history = _checkpoint_history(result.checkpoint) or []
-        if not history and frame is not None and not frame.empty:
-            if STATUS_KEY in frame:
-                frame = frame[frame[STATUS_KEY] == "running"]
-            frame = frame.drop_duplicates("epoch", keep="last")
-            history = [{key: float(row[key]) for key in METRIC_KEYS} for _, row in frame.iterrows()]
+        history = _checkpoint_history(result.checkpoint) or _history_from_frame(result.metrics_dataframe)
         status = _trial_status(result.metrics, result.error is not None, space.max_epochs)
         error = str(result.error).strip().splitlines()[-1] if result.error else (result.metrics.get(ERROR_KEY) or None)
         config = effective_config(TrialConfig.from_dict(result.config[CONFIG_KEY]), result.metrics)
@@ -425,7 +419,13 @@ def _history_from_ray(trial) -> list[dict]:
     path = os.path.join(trial.local_path or "", "progress.csv")
     if not os.path.exists(path):
         return []
-    frame = pd.read_csv(path)
+    return _history_from_frame(pd.read_csv(path))
+
+
+def _history_from_frame(frame) -> list[dict]:
+    """Per-epoch metrics from a frame of Ray results: real epochs only, the last report of each."""
+    if frame is None or frame.empty:
+        return []
     if STATUS_KEY in frame:
         frame = frame[frame[STATUS_KEY] == "running"]
     frame = frame.drop_duplicates("epoch", keep="last")
