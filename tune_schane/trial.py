@@ -59,15 +59,24 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def normalisation(model_name: str, img_size: int | None) -> tuple[int, tuple, tuple]:
-    """Input size and the timm model's own mean/std, known before the model (and its classes) exist."""
+def normalisation(model_name: str, img_size: int | None, pretrained: bool = False) -> tuple[int, tuple, tuple]:
+    """Input size and mean/std, known before the model (and its classes) exist.
+
+    Packaged ImageNet weights (``pretrained`` and listed in :mod:`tune_schane.pretrained`) use the
+    statistics they were trained with; otherwise the timm model's own pretrained config.
+    """
     import timm
+
+    from .pretrained import packaged
 
     if not timm.is_model(model_name):
         raise BadInput(f"model: unknown timm model {model_name!r}")
     cfg = timm.models.get_pretrained_cfg(model_name)
     mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
     std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
+    entry = packaged(model_name) if pretrained else None
+    if entry is not None:
+        mean, std = entry.mean, entry.std
     size = img_size or int((getattr(cfg, "input_size", None) or (3, 224, 224))[-1])
     return size, mean, std
 
@@ -85,9 +94,10 @@ class Trial:
             torch.set_num_threads(cfg.num_threads)  # a reused Ray worker keeps its first trial's count
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        img_size, mean, std = normalisation(cfg.model, cfg.img_size)
+        img_size, mean, std = normalisation(cfg.model, cfg.img_size, cfg.pretrained)
         self.data = build_data(cfg.dataset, root=cfg.data_root, download=cfg.download, shots=cfg.shots,
-                               seed=cfg.seed, img_size=img_size, mean=mean, std=std, views=cfg.views)
+                               seed=cfg.seed, img_size=img_size, mean=mean, std=std, views=cfg.views,
+                               val_size=cfg.val_size)
         n_train = len(self.data.train)
         if cfg.batch_size > n_train:
             raise BadInput(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")

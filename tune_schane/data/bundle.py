@@ -10,11 +10,13 @@ from torchvision.transforms import v2
 
 from ..errors import BadInput
 from .digits import NUM_CLASSES, digits_transforms, load_digits_split
-from .fewshot import few_shot_indices
+from .fashion_mnist import load_fashion_mnist
+from .fewshot import few_shot_indices, stratified_subset
+from .grey import Normalise, RandomAffineView
 from .torchvision_sets import SPLITS, labels_of, load_image_folder, load_torchvision
 from .views import MultiView, Subset, Transformed
 
-DATASETS: tuple[str, ...] = ("digits", *SPLITS, "imagefolder")
+DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", *SPLITS, "imagefolder")
 
 Triple = tuple[float, float, float]
 
@@ -63,16 +65,25 @@ def build_data(
     mean: Triple,
     std: Triple,
     views: int = 2,
+    val_size: int | None = None,
 ) -> DataBundle:
     """Load ``dataset``, keep ``shots`` training images per class (``seed`` picks them), wrap in views.
 
-    ``root``/``download`` are ignored for ``digits``. The val set is never subsetted.
+    ``root``/``download`` are ignored for ``digits``; ``fashion_mnist`` reads its IDX files from
+    ``root`` (default: where Debian's package puts them). ``val_size`` scores a fixed, class-balanced
+    subset of the validation split (the same for every trial seed); None scores all of it.
     """
     _check_args(dataset, img_size, views)
     if dataset == "digits":
         train, val = load_digits_split(img_size)
         num_classes = NUM_CLASSES
         train_tf, val_tf = digits_transforms(mean, std)
+        labels = train.labels.tolist()
+    elif dataset == "fashion_mnist":
+        train, val = load_fashion_mnist(root)
+        num_classes = NUM_CLASSES
+        train_tf = RandomAffineView(mean, std, img_size, flip=True)
+        val_tf = Normalise(mean, std, img_size)
         labels = train.labels.tolist()
     else:
         if dataset == "imagefolder":
@@ -86,4 +97,6 @@ def build_data(
     if shots is not None:
         keep = few_shot_indices(labels, shots, seed)
         train, labels = Subset(train, keep), [labels[i] for i in keep]
+    if val_size is not None:
+        val = Subset(val, stratified_subset(labels_of(val), val_size))
     return DataBundle(MultiView(train, train_tf, views), Transformed(val, val_tf), num_classes, labels)

@@ -26,3 +26,26 @@ def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
             raise BadInput(f"shots: class {cls} has only {len(members)} training images, fewer than {shots}")
         chosen.append(rng.choice(members, size=shots, replace=False))
     return sorted(int(i) for i in np.concatenate(chosen))
+
+
+VAL_SUBSET_SEED = 0  # fixed: every trial of every sweep is scored on the same images
+
+
+def stratified_subset(labels: Sequence[int], size: int, seed: int = VAL_SUBSET_SEED) -> list[int]:
+    """Sorted indices of ``size`` items taken round-robin over the classes (each class shuffled by ``seed``).
+
+    Used for ``val_size``: a fixed, class-balanced part of a large validation split (as balanced as
+    the class counts allow). The seed is not the trial's, so trials differing only in seed are
+    scored on the same images and their paired differences measure the seed, not the val sample.
+    """
+    labels = np.asarray(labels)
+    if not 1 <= size <= len(labels):
+        raise BadInput(f"val_size: must be between 1 and the validation set's {len(labels)} images, got {size}")
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(labels == cls))) for cls in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < size:
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(int(queue.pop(0)))
+    return sorted(chosen)
