@@ -109,6 +109,27 @@ def _first(trials: pd.DataFrame, column: str, default: str) -> str:
     return str(values.iloc[0]) if len(values) else default
 
 
+FROM_SCRATCH_NOTE = ("Every backbone in this sweep was trained from scratch (no pretrained weights). In that regime "
+                     "the contrastive families are not expected to beat CE; the regime the SCHaNe and CLCE papers "
+                     "study is fine-tuning a pretrained backbone: see docs/study.md.")
+
+
+def backbone_starts(trials: pd.DataFrame) -> pd.Series:
+    """Per trial, how its backbone started: ``pretrained``, ``local weights`` or ``from scratch``."""
+    pretrained = trials.get("config_pretrained", pd.Series(False, index=trials.index)).fillna(False).astype(bool)
+    weights = trials.get("config_weights", pd.Series(None, index=trials.index))
+    start = pd.Series("from scratch", index=trials.index).mask(pretrained, "pretrained")
+    return start.mask(weights.notna(), "local weights")
+
+
+def backbone_line(trials: pd.DataFrame) -> str:
+    """The backbones of a sweep and how they started, e.g. ``mobilenetv2_100 (pretrained)``."""
+    if "config_model" not in trials:
+        return "–"
+    pairs = zip(trials["config_model"].astype(str), backbone_starts(trials), strict=True)
+    return ", ".join(sorted({f"{model} ({start})" for model, start in pairs}))
+
+
 def _versions(trials: pd.DataFrame) -> dict[str, list[str]]:
     """Package -> the distinct versions the trials recorded (more than one means a mixed sweep)."""
     seen: dict[str, set[str]] = {}
@@ -175,7 +196,9 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, s
     esc = html.escape
     body = f"""
 <h1>tune-schane report: {esc(sweep_id)}</h1>
-<p>{len(trials)} trials ({esc(counts)}); objective <b>{esc(objective)}</b> ({esc(mode)}imised).</p>
+<p>{len(trials)} trials ({esc(counts)}); objective <b>{esc(objective)}</b> ({esc(mode)}imised).
+Backbone: {esc(backbone_line(trials))}.</p>
+{f'<p class="note"><b>{esc(FROM_SCRATCH_NOTE)}</b></p>' if (backbone_starts(trials) == "from scratch").all() else ""}
 <p class="note">store {esc(store_uri)}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.
 <span id="img-status">images not counted (scripts off)</span></p>
 <h2>Trials by status</h2>{_table(tables["status"])}

@@ -18,7 +18,7 @@ def test_the_shipped_fewshot_study_space():
     space = load_space(FEWSHOT)
     assert space.fixed["pretrained"] is True and space.fixed["dataset"] == "fashion_mnist"
     assert space.scheduler == "fifo" and space.repeats == 2  # seeds stay paired: nothing prunes one of them
-    assert space.total_trials() == 48 and len(space.cells()) == 12
+    assert space.total_trials() == 72 and len(space.cells()) == 12
 
 
 def test_full_scale_overrides_from_the_space_file_header_validate():
