@@ -137,7 +137,7 @@ def test_pretrained_backbone_fine_tunes_clearly_better_than_random_init():
     for init in (True, False):
         cfg = TrialConfig(model="mobilenetv2_100", pretrained=init, dataset="fashion_mnist", shots=10, val_size=500,
                           img_size=32, epochs=5, batch_size=16, loss="ce", lr=4e-3, warmup_epochs=1,
-                          num_threads=2, device="cpu", seed=0)
+                          num_threads=1, device="cpu", seed=0)  # 1 thread: robust on a loaded machine
         result = run_trial(cfg)
         assert result.status == "completed", result.error
         results[init] = result.history[-1]["val_top1"]

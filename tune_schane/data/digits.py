@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from .grey import Normalise, RandomAffineView
+from .grey import GreyImages, Normalise, RandomAffineView
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
@@ -26,20 +25,7 @@ NUM_CLASSES = 10
 Triple = tuple[float, float, float]
 
 
-class TensorImages(Dataset):
-    """Grey images ``[N, 1, H, W]`` in [0, 1]; items are ``([3, H, W] view of the image, label)``."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i].expand(3, -1, -1), int(self.labels[i])
-
-
-def load_digits_split(img_size: int) -> tuple[TensorImages, TensorImages]:
+def load_digits_split(img_size: int) -> tuple[GreyImages, GreyImages]:
     """(train, val) of grey images in [0, 1], resized (bilinear) to ``img_size``."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -51,7 +37,7 @@ def load_digits_split(img_size: int) -> tuple[TensorImages, TensorImages]:
     train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=VAL_FRACTION, stratify=labels.numpy(),
                                           random_state=SPLIT_SEED)
     train_idx, val_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
-    return TensorImages(images[train_idx], labels[train_idx]), TensorImages(images[val_idx], labels[val_idx])
+    return GreyImages(images[train_idx], labels[train_idx]), GreyImages(images[val_idx], labels[val_idx])
 
 
 def digits_transforms(mean: Triple, std: Triple) -> tuple[RandomAffineView, Normalise]:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import BadInput
+from .grey import GreyImages
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "install it with: apt-get install dataset-fashion-mnist"
@@ -37,19 +37,6 @@ FILES = {  # split -> (images file, labels file)
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # IDX: 0x00 0x00, type 0x08 (ubyte), then 3 or 1 dimensions
-
-
-class GreyImages(Dataset):
-    """uint8 grey images ``[N, 1, H, W]``; items are ``([3, H, W] float view in [0, 1], label)``."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i].float().div_(255.0).expand(3, -1, -1), int(self.labels[i])
 
 
 def _read_gz(path: Path) -> bytes:

@@ -13,8 +13,26 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 Triple = tuple[float, float, float]
+
+
+class GreyImages(Dataset):
+    """Grey images ``[N, 1, H, W]``, uint8 (Fashion-MNIST, 4× less memory) or float in [0, 1] (digits);
+    items are ``([3, H, W] float view in [0, 1], label)``: three equal channels for RGB backbones."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255.0)
+        return image.expand(3, -1, -1), int(self.labels[i])
 
 
 class Normalise:
