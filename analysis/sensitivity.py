@@ -215,37 +215,74 @@ def slope_intervals(
 ) -> pd.DataFrame:
     """Per loss: the slope of the cell means per doubling of the batch size, with percentile bootstrap CIs.
 
-    Each bootstrap replicate resamples the usable trials of every (loss, batch size) cell with
-    replacement, recomputes the cell means and refits the least-squares slope against log2(batch
-    size) (:func:`batch_size_trend`'s ``slope_mean``). ``slope_mean_vs_baseline`` is the family's
-    slope minus the baseline's in the same replicate (cells resampled independently): a CI below
-    zero in max mode says the family loses less per halving of the batch than the baseline does.
-    With a few trials per cell these intervals are wide and optimistic (the percentile bootstrap
-    under-covers at small n); ``n_used`` says how many trials carry them. Rows need at least two
-    batch sizes with a usable trial.
+    ``scipy.stats.bootstrap`` resamples the usable trials of every (loss, batch size) cell
+    independently; each replicate recomputes the cell means and refits the least-squares slope
+    against log2(batch size) (:func:`batch_size_trend`'s ``slope_mean``). ``slope_mean_vs_baseline``
+    is the family's slope minus the baseline's, both refitted in the same replicate: a CI below zero
+    in max mode says the family loses less per halving of the batch than the baseline. With a few
+    trials per cell these intervals are wide and optimistic (the percentile bootstrap under-covers
+    at small n); ``n_used`` says how many trials carry them. A row needs two batch sizes with data.
     """
     data = tidy(trials)[usable_mask(trials, statuses).to_numpy()]
-    rng = np.random.default_rng(seed)
-    alpha = (1 - ci) / 2
-    fits: dict[str, tuple[float, np.ndarray, int, int]] = {}
+    cells: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
     for loss, part in data.groupby("loss", sort=True):
-        cells = [(int(b), g["objective"].to_numpy(dtype="float64")) for b, g in part.groupby("batch_size")]
-        if len(cells) < 2:
-            continue
-        x = np.log2([b for b, _ in cells])
-        xc = (x - x.mean()) / ((x - x.mean()) @ (x - x.mean()))  # slope = y @ xc for any y over these cells
-        means = np.stack([v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1) for _, v in cells], axis=1)
-        point = float(np.array([v.mean() for _, v in cells]) @ xc)
-        fits[loss] = (point, means @ xc, len(cells), int(sum(len(v) for _, v in cells)))
+        groups = [(int(b), g["objective"].to_numpy(dtype="float64")) for b, g in part.groupby("batch_size")]
+        if len(groups) >= 2:
+            x = np.log2([b for b, _ in groups])
+            cells[loss] = ((x - x.mean()) / ((x - x.mean()) @ (x - x.mean())), [v for _, v in groups])
+    options = {"n_boot": n_boot, "ci": ci, "seed": seed}
     rows = []
-    for loss, (point, replicates, n_batches, n_used) in fits.items():
-        row = {"loss": loss, "baseline": baseline, "n_batch_sizes": n_batches, "n_used": n_used, "slope_mean": point,
-               "ci_low": float(np.quantile(replicates, alpha)), "ci_high": float(np.quantile(replicates, 1 - alpha)),
+    for loss, (weights, values) in cells.items():
+        slope = _slopes_statistic([(weights, values)])
+        point, low, high = _percentile_ci(values, slope, **options)
+        row = {"loss": loss, "baseline": baseline, "n_batch_sizes": len(values), "n_used": sum(map(len, values)),
+               "slope_mean": point, "ci_low": low, "ci_high": high,
                "slope_mean_vs_baseline": np.nan, "vs_baseline_ci_low": np.nan, "vs_baseline_ci_high": np.nan}
-        if loss != baseline and baseline in fits:
-            difference = replicates - fits[baseline][1]
-            row.update(slope_mean_vs_baseline=point - fits[baseline][0],
-                       vs_baseline_ci_low=float(np.quantile(difference, alpha)),
-                       vs_baseline_ci_high=float(np.quantile(difference, 1 - alpha)))
+        if loss != baseline and baseline in cells:
+            difference = _slopes_statistic([(weights, values), cells[baseline]], signs=(1.0, -1.0))
+            point, low, high = _percentile_ci([*values, *cells[baseline][1]], difference, **options)
+            row.update(slope_mean_vs_baseline=point, vs_baseline_ci_low=low, vs_baseline_ci_high=high)
         rows.append(row)
     return pd.DataFrame(rows, columns=SLOPE_CI_COLUMNS)
+
+
+def _slopes_statistic(fits: list[tuple[np.ndarray, list[np.ndarray]]], signs: tuple[float, ...] = (1.0,)):
+    """``statistic(*cells, axis)``: the signed sum of each fit's slope of its cells' means (vectorised)."""
+    sizes = [len(values) for _, values in fits]
+
+    def statistic(*cells: np.ndarray, axis: int = -1) -> np.ndarray:
+        total, start = 0.0, 0
+        for (weights, _), size, sign in zip(fits, sizes, signs, strict=True):
+            means = np.stack([cell.mean(axis=axis) for cell in cells[start:start + size]], axis=-1)
+            total = total + sign * (means @ weights)
+            start += size
+        return total
+
+    return statistic
+
+
+def _percentile_ci(samples: list[np.ndarray], statistic, *, n_boot: int, ci: float,
+                   seed: int) -> tuple[float, float, float]:
+    """(point, low, high) of ``statistic`` with every sample resampled independently (scipy's bootstrap).
+
+    A sample of one value, or of equal values, resamples to itself: it is held fixed (scipy needs
+    two distinct values), and with every sample fixed the interval is the point.
+    """
+    from scipy import stats
+
+    point = float(statistic(*samples))
+    varying = [i for i, s in enumerate(samples) if len(s) > 1 and not np.all(s == s[0])]
+    if not varying:
+        return point, point, point
+
+    def on_varying(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        shape = resampled[0].shape[:-1]
+        full = [np.broadcast_to(s, (*shape, len(s))) for s in samples]
+        for i, values in zip(varying, resampled, strict=True):
+            full[i] = values
+        return statistic(*full, axis=axis)
+
+    result = stats.bootstrap(tuple(samples[i] for i in varying), on_varying, n_resamples=n_boot,
+                             confidence_level=ci, method="percentile", vectorized=True,
+                             rng=np.random.default_rng(seed))
+    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
