@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
+from tune_schane.outcomes import TRIAL_STATUSES as STATUSES
+
 KEYS = ["loss", "batch_size"]
 TABLE_COLUMNS = ["loss", "batch_size", "n_trials", "n_used", *[f"n_{s}" for s in STATUSES], "best", "mean",
                  "ci_low", "ci_high", "delta_best_vs_ce", "delta_mean_vs_ce"]

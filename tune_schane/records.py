@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import TrialConfig
+from .outcomes import OBJECTIVE
 from .provenance import git_commit, versions_json
 
 
@@ -36,7 +37,7 @@ def trial_row(
     config: TrialConfig,
     history: Sequence[dict],
     error: str | None = None,
-    objective: str = "val_top1",
+    objective: str = OBJECTIVE,
     mode: str = "max",
     wall_seconds: float = math.nan,
     resources_cpu: float = math.nan,

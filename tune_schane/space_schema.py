@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import LR_RULES, TrialConfig, field_types
 from .errors import BadInput
+from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES
 
 TOP_KEYS = ("name", "description", "fixed", "params", "grid", "objective", "searcher", "scheduler",
             "num_samples", "repeats", "max_concurrent", "resources", "lr_rule")
@@ -31,7 +32,6 @@ KINDS = ("choice", "uniform", "loguniform", "int", "grid")  # `grid` only with t
 SPEC_KEYS = ("when", "log", "step")
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
-OBJECTIVE_MODES = ("max", "min")
 RESERVED = {"epochs": "it is set from scheduler.max_epochs"}  # fields a space may not search or grid
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -440,8 +440,6 @@ def _possible_values(name: Any, where: str, key: str, scope: _Scope) -> tuple:
 
 
 def _objective(raw: Any) -> tuple[str, str]:
-    from .store_schema import EPOCH_METRICS  # pyarrow/pandas: imported only when a space is loaded
-
     objective = mapping(raw, "objective")
     only(objective, {"metric", "mode"}, "objective")
     metric, mode = objective.get("metric", "val_top1"), objective.get("mode", "max")

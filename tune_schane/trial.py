@@ -29,15 +29,10 @@ from .config import TrialConfig, dump_config
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
+from .outcomes import METRIC_KEYS, OBJECTIVE
 from .records import best_of, final_of
 from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
 
-OBJECTIVE = "val_top1"
-METRIC_KEYS = (
-    "epoch", "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
-    "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
-    "epoch_seconds", "lr",
-)
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 

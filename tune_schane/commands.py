@@ -1,4 +1,4 @@
-"""What ``tune-schane train``, ``sweep`` and ``status`` do, behind the argument parsing."""
+"""What `tune-schane train`, `sweep` and `status` do, behind the argument parsing (cli.py parses)."""
 
 from __future__ import annotations
 
