@@ -81,6 +81,13 @@ class SearchSpace:
         """An Optuna define-by-run function for one cell (a picklable object: Ray checkpoints searchers)."""
         return DefineByRun(self, dict(cell))
 
+    def distributions(self) -> dict[str, Any]:
+        """Name -> Optuna distribution of every searched parameter and grid axis (axes are categorical)."""
+        import optuna.distributions as od
+
+        axes = {name: od.CategoricalDistribution(list(values)) for name, values in self.grid.items()}
+        return {**axes, **{name: spec.distribution() for name, spec in self.params.items()}}
+
     def grid_points(self) -> list[dict[str, Any]]:
         """Every cell × every combination of the *active* choices (cell keys included), no duplicates.
 

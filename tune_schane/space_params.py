@@ -49,6 +49,16 @@ class ParamSpec:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.kind == "loguniform")
 
+    def distribution(self) -> Any:
+        """The Optuna distribution this parameter is sampled from (parameter importance reads it back)."""
+        import optuna.distributions as od
+
+        if self.kind == "choice":
+            return od.CategoricalDistribution(list(self.values))
+        if self.kind == "int":
+            return od.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return od.FloatDistribution(self.low, self.high, log=self.kind == "loguniform", step=self.step)
+
     def grid_values(self) -> list[Any]:
         """The values a grid search enumerates (choices; every step of an int range)."""
         if self.kind == "choice":
