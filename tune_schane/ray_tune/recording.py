@@ -47,7 +47,6 @@ class StoreCallback(tune.Callback):
 
     def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace) -> None:
         self.store_uri, self.sweep_id, self.space = store_uri, sweep_id, space
-        self.written: set[str] = set()
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         fault_point("result")
@@ -61,7 +60,6 @@ class StoreCallback(tune.Callback):
     def _write(self, trial, error: str | None) -> None:
         record_ray_trial(TrialStore(self.store_uri), self.sweep_id, self.space, trial_id=trial.trial_id,
                          config=trial.config, result=trial.last_result, checkpoint=trial.checkpoint, error=error)
-        self.written.add(trial.trial_id)
 
 
 def _error_text(trial) -> str:
