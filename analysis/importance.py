@@ -6,7 +6,11 @@ frozen trials with params, distributions and a value.
 
 Each usable trial (``completed`` by default) becomes a ``FrozenTrial`` with the parameters its sweep
 sampled (the store's ``params`` column, grid axes included; the config columns that vary when a row
-has none) and its ``best_objective``. Distributions are inferred from the stored values:
+has none) and its ``best_objective``. Each parameter's distribution is the one the sweep sampled it
+from, read from the sweep's search space saved in the store (``distributions``, see
+:meth:`tune_schane.space.SearchSpace.distributions`). Only where no space is known (single ``train``
+runs, a space this version cannot parse) or for a parameter the space does not name is it inferred
+from the stored values:
 
 - categorical for strings, booleans and integers with few distinct values (batch size, a grid);
 - integer for integers with many values; float otherwise (τ, β, λ, lr, weight decay);
@@ -90,12 +94,23 @@ def _distribution(values: list[Any]):
     return od.FloatDistribution(low, high, log=low > 0 and high / low > 10)
 
 
+def _holds(dist: Any, values: list[Any]) -> bool:
+    """Whether every value lies in the distribution (a saved space must describe the stored values)."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return all(v in dist.choices for v in values)
+    return all(isinstance(v, numbers.Real) and dist.low <= v <= dist.high for v in values)
+
+
 def study_from_trials(
-    trials: pd.DataFrame, params: list[str] | None = None, statuses: tuple[str, ...] = ("completed",)
+    trials: pd.DataFrame, params: list[str] | None = None, statuses: tuple[str, ...] = ("completed",),
+    distributions: dict[str, Any] | None = None,
 ):
     """An in-memory Optuna study of the usable trials (see the module docstring).
 
-    ``params`` restricts the parameters; by default every sampled one. Parameters that take a single
+    ``params`` restricts the parameters; by default every sampled one. ``distributions`` (name -> Optuna
+    distribution, from the sweep's space) is used for the parameters it names. Parameters that take a single
     value are left out (nothing to attribute to them); a trial's absent (None/NaN) parameters are
     omitted from that trial, which is how Optuna represents conditional parameters.
     """
@@ -116,18 +131,20 @@ def study_from_trials(
         names = sorted({k for p, _ in rows for k in p}, key=lambda n: (order.get(n, len(order)), n))
     else:
         names = list(params)
-    distributions = {}
+    chosen = {}
     for name in names:
         values = [p[name] for p, _ in rows if name in p]
-        dist = _distribution(values) if values else None
+        dist = (distributions or {}).get(name)
+        if dist is None or not _holds(dist, values):  # a value outside the saved space: infer instead
+            dist = _distribution(values) if values else None
         if dist is not None and not (isinstance(dist, optuna.distributions.CategoricalDistribution)
                                      and len(dist.choices) < 2):
-            distributions[name] = dist
+            chosen[name] = dist
     study = optuna.create_study(direction=direction)
     for sampled, value in rows:
         kept = {}
         for key, raw in sampled.items():
-            dist = distributions.get(key)
+            dist = chosen.get(key)
             if dist is None:
                 continue
             if isinstance(dist, optuna.distributions.FloatDistribution):
@@ -135,7 +152,7 @@ def study_from_trials(
             elif isinstance(dist, optuna.distributions.IntDistribution):
                 raw = int(raw)
             kept[key] = raw
-        study.add_trial(optuna.trial.create_trial(params=kept, distributions={k: distributions[k] for k in kept},
+        study.add_trial(optuna.trial.create_trial(params=kept, distributions={k: chosen[k] for k in kept},
                                                   value=value))
     return study
 
@@ -174,6 +191,7 @@ def param_importance(
     evaluator: str = "fanova",
     seed: int = 0,
     statuses: tuple[str, ...] = ("completed",),
+    distributions: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Columns (scope, param, importance), most important first within a scope.
 
@@ -182,16 +200,20 @@ def param_importance(
     scope). A scope needs at least 2 usable trials and at least 1 parameter that varies among them;
     one that has not is simply absent, so too small a sweep gives an empty frame with these columns
     (no error: a report of an early sweep should still render). ``evaluator`` is ``fanova``
-    (default; random forest, seeded), ``ped_anova`` (fast, quantile based) or ``mdi``.
+    (default; random forest, seeded), ``ped_anova`` (fast, quantile based) or ``mdi``. ``distributions``:
+    see :func:`study_from_trials`.
     """
     if evaluator not in EVALUATORS:
         raise ValueError(f"evaluator must be one of {EVALUATORS}, got {evaluator!r}")
     usable = trials[usable_mask(trials, statuses).to_numpy()]
-    rows = _rank(study_from_trials(usable, statuses=statuses), "all", evaluator, seed) if len(usable) >= 2 else []
+    def study(part: pd.DataFrame):
+        return study_from_trials(part, statuses=statuses, distributions=distributions)
+
+    rows = _rank(study(usable), "all", evaluator, seed) if len(usable) >= 2 else []
     if by_loss:
         for loss, part in usable.groupby(usable["config_loss"].astype(str), sort=True):
             if len(part) >= 2:
-                rows += _rank(study_from_trials(part, statuses=statuses), str(loss), evaluator, seed)
+                rows += _rank(study(part), str(loss), evaluator, seed)
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["importance"] = out["importance"].astype("float64")
     return out

@@ -3,12 +3,13 @@
 Self-contained because reports get mailed, attached to tickets and opened years later from disk:
 no server, no network, no external URL anywhere (plots are ``data:image/png;base64`` images, CSS is
 inline). Nothing needs JavaScript to read; one tiny inline script only marks each image as loaded
-or failed (``data-loaded``) and writes the counts into ``#img-status`` (``loaded=N failed=M
-total=T``), which the headless-browser test reads back from the DOM.
+or failed (``data-loaded``) and writes the counts into the hidden ``#img-status`` (``loaded=N
+failed=M total=T``, not shown on the page), which the headless-browser test reads back from the DOM.
 
-:func:`build_report` returns the HTML as a :class:`Report`, a ``str`` that also carries the PNGs and
-the tables it was built from, so :func:`write_report` can save them beside the page without
-rendering twice. All file writing is in :func:`write_report`.
+:func:`build_report` returns a :class:`Report`: the page, and the PNGs and tables it was built from,
+so :func:`write_report` saves them beside the page from the data, without rendering twice or reading
+the page back. Parameter importance uses the distributions of the sweep's saved search space. All
+file writing is in :func:`write_report`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import html
 import io
 import json
 import os
-import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,23 +58,17 @@ td:first-child,th:first-child{text-align:left}
 img.plot{max-width:100%;border:1px solid #eee;margin:4px}
 pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
 .grid{display:flex;flex-wrap:wrap}.scroll{overflow-x:auto;max-width:100%}.note{color:#555;font-size:13px}
-#img-status{color:#999;font-size:11px}
+#img-status{display:none}
 """
-_IMG = re.compile(r'<img class="plot" alt="([A-Za-z0-9_.-]+)"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
-class Report(str):
-    """The report's HTML (a ``str``), plus the PNGs (``figures``: name -> bytes) and ``tables``."""
+@dataclass(frozen=True)
+class Report:
+    """The report's HTML page, the PNGs it embeds (``figures``: name -> bytes) and its ``tables``."""
 
-    figures: dict[str, bytes]
-    tables: dict[str, pd.DataFrame]
-
-    def __new__(cls, page: str, figures: dict[str, bytes] | None = None,
-                tables: dict[str, pd.DataFrame] | None = None) -> Report:
-        obj = super().__new__(cls, page)
-        obj.figures = dict(figures or {})
-        obj.tables = dict(tables or {})
-        return obj
+    html: str
+    figures: dict[str, bytes] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _png(fig: Any) -> bytes:
@@ -153,8 +148,28 @@ def _best_table(trials: pd.DataFrame, mode: str, n: int = 10) -> pd.DataFrame:
     return ranked[[c for c in BEST_COLUMNS if c in ranked]].reset_index(drop=True)
 
 
-def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every table the report shows, by name (also written as CSV beside the report)."""
+def space_distributions(space_text: str | None) -> dict[str, Any] | None:
+    """The Optuna distributions of a saved search space; None when there is none or it no longer parses."""
+    if not space_text:
+        return None
+    import yaml
+
+    from tune_schane.errors import BadInput
+    from tune_schane.space import parse_space
+
+    try:
+        data = yaml.safe_load(space_text)
+        return parse_space(data).distributions() if isinstance(data, dict) else None
+    except (BadInput, yaml.YAMLError):
+        return None
+
+
+def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame,
+                 distributions: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """Every table the report shows, by name (also written as CSV beside the report).
+
+    ``distributions``: the sweep's parameter distributions (:func:`space_distributions`) for importance.
+    """
     table = batch_size_table(trials)
     status = trials["status"].astype(str).value_counts().rename_axis("status").rename("trials").reset_index()
     return {
@@ -163,7 +178,7 @@ def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, pd.Dat
         "trend": batch_size_trend(table),
         "slope_ci": slope_intervals(trials),
         "paired": paired_comparison(trials, pooled=True),
-        "importance": param_importance(trials, by_loss=True),
+        "importance": param_importance(trials, by_loss=True, distributions=distributions),
         "budget": budget_table(trials, epochs),
         "best": _best_table(trials, objective_mode(trials)),
     }
@@ -171,12 +186,12 @@ def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, pd.Dat
 
 def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, space_text: str | None,
                  store_uri: str) -> Report:
-    """The whole report as one HTML string (a :class:`Report`); see the module docstring."""
+    """The whole report (a :class:`Report`: the page, its figures and tables); see the module docstring."""
     from . import plots
 
     mode = objective_mode(trials)
     objective = _first(trials, "objective_name", "objective")
-    tables = build_tables(trials, epochs)
+    tables = build_tables(trials, epochs, space_distributions(space_text))
     figures = {
         "batch_size": _png(plots.plot_batch_size(tables["batch_size"], objective=objective)),
         "relative_to_ce": _png(plots.plot_relative_to_ce(tables["batch_size"])),
@@ -199,8 +214,7 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, s
 <p>{len(trials)} trials ({esc(counts)}); objective <b>{esc(objective)}</b> ({esc(mode)}imised).
 Backbone: {esc(backbone_line(trials))}.</p>
 {f'<p class="note"><b>{esc(FROM_SCRATCH_NOTE)}</b></p>' if (backbone_starts(trials) == "from scratch").all() else ""}
-<p class="note">store {esc(store_uri)}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.
-<span id="img-status">images not counted (scripts off)</span></p>
+<p class="note">store {esc(store_uri)}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>
 <h2>Trials by status</h2>{_table(tables["status"])}
 <h2>Batch-size sensitivity</h2>
 <p class="note">Per loss family and batch size, over completed trials (pruned trials stopped at a lower fidelity
@@ -237,16 +251,11 @@ commit(s): <code>{esc(", ".join(commits) or "unknown")}</code></p>
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>tune-schane: {esc(sweep_id)}</title><style>{CSS}</style></head>"
-            f"<body>{body}{IMG_STATUS_SCRIPT}</body></html>\n")
+            f'<body>{body}<span id="img-status"></span>{IMG_STATUS_SCRIPT}</body></html>\n')
     return Report(page, figures, tables)
 
 
-def _figures_of(page: str) -> dict[str, bytes]:
-    """The PNGs embedded in a report page (for a plain ``str`` that lost its attributes)."""
-    return {name: base64.b64decode(data) for name, data in _IMG.findall(page)}
-
-
-def write_report(report: str, out_dir: str | Path) -> Path:
+def write_report(report: Report, out_dir: str | Path) -> Path:
     """Write ``out_dir/report.html`` atomically, plus ``out_dir/plots/*.png`` and ``out_dir/tables/*.csv``.
 
     The page is written under a hidden temporary name and renamed, so a reader (or a browser
@@ -254,18 +263,16 @@ def write_report(report: str, out_dir: str | Path) -> Path:
     """
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    figures = getattr(report, "figures", None) or _figures_of(report)
-    for name, png in figures.items():
+    for name, png in report.figures.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
-    tables = getattr(report, "tables", None) or {}
-    if tables:
+    if report.tables:
         (out / "tables").mkdir(exist_ok=True)
-        for name, frame in tables.items():
+        for name, frame in report.tables.items():
             frame.to_csv(out / "tables" / f"{name}.csv", index=False)
     final = out / "report.html"
     tmp = out / f".report.html.{os.getpid()}.tmp"
     try:
-        tmp.write_text(str(report), encoding="utf-8")
+        tmp.write_text(report.html, encoding="utf-8")
         tmp.replace(final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
+from tune_schane.outcomes import TRIAL_STATUSES as STATUSES
+
 KEYS = ["loss", "batch_size"]
 TABLE_COLUMNS = ["loss", "batch_size", "n_trials", "n_used", *[f"n_{s}" for s in STATUSES], "best", "mean",
                  "ci_low", "ci_high", "delta_best_vs_ce", "delta_mean_vs_ce"]
@@ -59,20 +60,21 @@ def usable_mask(trials: pd.DataFrame, statuses: tuple[str, ...] = ("completed",)
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean: (v, v) for one value, (nan, nan) for none.
+    """Percentile bootstrap CI of the mean (``scipy.stats.bootstrap``): (v, v) for one value, (nan, nan) for none.
 
     The percentile bootstrap makes no normality assumption, which matters for accuracies near a
     ceiling; with a handful of seeds it is optimistic, so the report shows ``n_used`` beside it.
     """
+    from scipy import stats
+
     values = np.asarray(values, dtype="float64")
     if len(values) == 0:
         return float("nan"), float("nan")
-    if len(values) == 1 or np.all(values == values[0]):
+    if len(values) == 1 or np.all(values == values[0]):  # scipy needs two distinct values
         return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    alpha = (1 - ci) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    result = stats.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=ci, method="percentile",
+                             rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def batch_size_table(

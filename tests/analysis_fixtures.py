@@ -27,6 +27,7 @@ params:
   tau: {loguniform: [0.05, 0.5], when: {loss: [schane]}}
   lr: {loguniform: [1.0e-3, 2.0e-2]}
   batch_size: {choice: [16, 32]}
+num_samples: 2
 # <script>alert("not code")</script> & friends must be escaped
 """
 

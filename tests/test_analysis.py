@@ -166,6 +166,23 @@ def test_study_distributions_and_conditional_params():
     assert set(imp["scope"]) == {"all", "ce", "clce"}
 
 
+def test_importance_takes_the_distributions_of_the_saved_space():
+    from analysis.report import space_distributions
+    from tests.analysis_fixtures import SPACE_TEXT
+
+    rows = [trial("ce", 32 * (1 + i % 2), 0.6 + 0.01 * i, lr=1e-3 * (1 + i)) for i in range(5)]  # < 1 decade
+    data = frame(rows)
+    assert not study_from_trials(data).trials[0].distributions["lr"].log  # inferred from the values
+    saved = space_distributions(SPACE_TEXT)
+    study = study_from_trials(data, distributions=saved)
+    assert study.trials[0].distributions["lr"] == saved["lr"] and saved["lr"].log  # as the sweep sampled it
+    assert list(saved["loss"].choices) == ["ce", "schane"]  # grid axes are categorical
+    outside = frame([trial("ce", 32, 0.6 + 0.01 * i, lr=0.5 * (1 + i)) for i in range(3)])
+    assert study_from_trials(outside, distributions=saved).trials[0].distributions["lr"] != saved["lr"]
+    assert space_distributions(None) is None and space_distributions("name: [unparsable") is None
+    assert space_distributions("name: x\nparams: {lr: {uniform: [1, 0]}}\n") is None  # refused: inferred
+
+
 def test_importance_needs_two_trials_and_a_varying_param():
     one = frame([trial("ce", 32, 0.5)])
     flat = frame([trial("ce", 32, 0.5), trial("ce", 32, 0.6)])  # nothing varies
@@ -258,17 +275,21 @@ def test_report_is_self_contained(tmp_path):
     store = TrialStore(tmp_path / "store")
     report = build_report(store.load_trials("s1"), store.load_epochs("s1"), sweep_id="s1",
                           space_text=store.read_space("s1"), store_uri=str(tmp_path / "store"))
-    assert isinstance(report, str) and isinstance(report, Report)
-    srcs = re.findall(r'src="([^"]*)"', report)
+    assert isinstance(report, Report) and isinstance(report.html, str)
+    page = report.html
+    srcs = re.findall(r'src="([^"]*)"', page)
     assert len(srcs) >= 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     for src in srcs:
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
-    assert not re.search(r"(href|src)=\"?(https?:)?//", report) and "http" not in report
-    assert "&lt;script&gt;alert" in report and "<script>alert" not in report  # the space is escaped
-    assert 'id="img-status"' in report and "abc123" not in report  # fixture commit is not this store's
-    assert "torch" in report and "s1-007" in report  # versions; the best trial in the top-10 table
-    path = write_report(str(report), tmp_path / "plain")  # a plain str still yields its PNGs
+    assert not re.search(r"(href|src)=\"?(https?:)?//", page) and "http" not in page
+    assert "&lt;script&gt;alert" in page and "<script>alert" not in page  # the space is escaped
+    assert 'id="img-status"' in page and "abc123" not in page  # fixture commit is not this store's
+    assert "#img-status{display:none}" in page and "<h2>" in page.split('id="img-status"')[0]  # not in the header
+    assert "torch" in page and "s1-007" in page  # versions; the best trial in the top-10 table
+    path = write_report(report, tmp_path / "plain")  # the PNGs come from the report's data, not its page
     assert path.name == "report.html" and (tmp_path / "plain" / "plots" / "batch_size.png").is_file()
+    assert (tmp_path / "plain" / "plots" / "batch_size.png").read_bytes() == report.figures["batch_size"]
+    assert path.read_text(encoding="utf-8") == page
     assert not list((tmp_path / "plain").glob(".*tmp"))
 
 

@@ -42,9 +42,12 @@ resources: {{cpu: 1, gpu: 1}}
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
-    """Head on 127.0.0.2 and a worker on 127.0.0.3, one CPU and two logical GPUs each."""
+    """Head on 127.0.0.2 and a worker on 127.0.0.3, one CPU and two logical GPUs each.
+
+    Started once for the module: the test that kills the worker node runs last (file order).
+    """
     temp = Path(tempfile.mkdtemp(prefix="tsr", dir="/tmp"))  # short: Ray's socket paths have a length limit
     port = free_port()
     address = f"127.0.0.2:{port}"

@@ -10,7 +10,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 
@@ -60,13 +59,12 @@ def test_every_shipped_space_loads_and_makes_valid_trial_configs():
     paths = builtin_spaces()
     assert {p.name for p in paths} >= {"default.yaml", "batch_size_ablation.yaml", "vit_cifar100_gpu.yaml"}
     assert default_space_path() in paths
-    rng = np.random.default_rng(0)
     for path in paths:
         space = load_space(path)
         assert space.source == path.read_text() and space.path == str(path)
         assert space.summary().startswith(f"space {space.name}")
         for cell in space.cells():
-            config = space.trial_config(space.sample_random(rng, cell), cell)
+            config = space.trial_config(_random_draws(space, cell, 1)[0], cell)
             assert config.epochs == space.max_epochs
             assert {k: getattr(config, k) for k in cell} == cell
 
@@ -106,6 +104,13 @@ def _run_study(space: SearchSpace, cell: dict, n: int, seed: int = 0) -> list[di
     return out
 
 
+def _random_draws(space: SearchSpace, cell: dict, n: int, seed: int = 0) -> list[dict]:
+    """The random baseline as sweeps run it: Optuna's RandomSampler asking the define-by-run function."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    objective = space.define_by_run(cell)
+    return [objective(study.ask()) for _ in range(n)]
+
+
 def test_define_by_run_samples_only_the_active_params_and_configs_null_the_rest(tmp_path):
     space = loaded(tmp_path)
     sampled = _run_study(space, {}, 30)
@@ -133,7 +138,7 @@ def test_conditions_on_grid_axes_and_int_params(tmp_path):
             assert "loss" not in params  # the cell is not part of the sampled params
             assert ("lam" in params) == (cell["loss"] == "clce")
             assert params["views"] in (2, 4, 6) and 16 <= params["proj_dim"] <= 256
-        for params in (space.sample_random(np.random.default_rng(i), cell) for i in range(20)):
+        for params in _random_draws(space, cell, 20):
             assert ("tau" in params) == (cell["loss"] == "clce")
             assert params["views"] in (2, 4, 6) and 16 <= params["proj_dim"] <= 256
 
@@ -142,11 +147,10 @@ def test_the_same_seed_gives_the_same_configs(tmp_path):
     space = loaded(tmp_path)
     assert _run_study(space, {}, 15, seed=0) == _run_study(space, {}, 15, seed=0)
     assert _run_study(space, {}, 15, seed=0) != _run_study(space, {}, 15, seed=1)
-    draws = [[space.sample_random(np.random.default_rng(7), {}) for _ in range(1)] for _ in range(2)]
+    draws = [_random_draws(space, {}, 1, seed=7) for _ in range(2)]
     assert draws[0] == draws[1]
-    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    a = [space.sample_random(rng_a, {}) for _ in range(20)]
-    assert a == [space.sample_random(rng_b, {}) for _ in range(20)]
+    a = _random_draws(space, {}, 20, seed=3)
+    assert a == _random_draws(space, {}, 20, seed=3)
     for params in a:
         assert set(params) - {"loss", "lr", "batch_size"} == FAMILY_PARAMS[params["loss"]]
         assert 1e-4 <= params["lr"] <= 1e-2 and (params.get("beta", 0.0) <= 4.0)

@@ -111,3 +111,25 @@ def test_run_trial_writes_resolved_config_metrics_and_checkpoint(tmp_path):
 def test_bad_configs_raise_bad_input(overrides, match):
     with pytest.raises(BadInput, match=match):
         Trial(tiny(**overrides))
+
+
+def test_the_store_is_written_from_what_the_trial_wrote_beside_its_checkpoint(tmp_path):
+    """One path back: config.yaml + history.json -> read_outputs -> record_trial, for every caller."""
+    import pyarrow.fs
+
+    from tune_schane.records import read_outputs, record_trial
+    from tune_schane.store import TrialStore
+
+    result = run_trial(tiny(loss="supcon", epochs=2, memory_budget_mb=1.0, shots=4, img_size=16, batch_size=16),
+                       tmp_path / "out")
+    assert result.status == "completed" and result.config.contrastive_chunk  # chosen inside the trial
+    config, history = read_outputs(pyarrow.fs.LocalFileSystem(), str(tmp_path / "out"))
+    assert config == result.config and history == result.history and len(history) == 2
+    assert read_outputs(pyarrow.fs.LocalFileSystem(), str(tmp_path / "nothing")) is None
+    store = TrialStore(tmp_path / "store")
+    record_trial(store, sweep_id="s", trial_id="t", status=result.status, config=config, history=history,
+                 resources={"cpu": 2.0})
+    row = store.load_trials("s").iloc[0]
+    assert row["config_contrastive_chunk"] == config.contrastive_chunk and row["config_memory_budget_mb"] == 1.0
+    assert row["epochs_run"] == 2 and row["resources_cpu"] == 2.0 and row["resources_gpu"] == 0.0
+    assert list(store.load_epochs("s")["val_top1"]) == [h["val_top1"] for h in history]

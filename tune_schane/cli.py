@@ -24,19 +24,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runs import train_command
+    from .commands import train_command
 
     return train_command(args)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .runs import sweep_command
+    from .commands import sweep_command
 
     return sweep_command(args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .runs import status_command
+    from .commands import status_command
 
     return status_command(args)
 

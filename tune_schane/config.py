@@ -87,7 +87,7 @@ class TrialConfig:
         if self.loss not in LOSS_FAMILIES:
             raise BadInput(f"loss: unknown loss family {self.loss!r} (expected one of {LOSS_FAMILIES})")
         if self.lr_rule not in LR_RULES:
-            raise BadInput(f"lr_rule: unknown rule {self.lr_rule!r} (expected one of {LR_RULES})")
+            raise BadInput(f"lr_rule: {self.lr_rule!r} is not one of {', '.join(LR_RULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(f"optimizer: unknown optimizer {self.optimizer!r} (expected {OPTIMIZERS})")
         if self.loss != "ce" and (self.tau is None or not self.tau > 0):

@@ -1,4 +1,11 @@
-"""Rows for the trial store, built the same way for single runs and for sweep trials."""
+"""Rows for the trial store, built the same way for single runs and for sweep trials.
+
+One path from a trial to the store: the trial writes its resolved config and its history beside its
+checkpoint (:meth:`tune_schane.trial.Trial.write_outputs`), :func:`read_outputs` reads them back
+from any ``pyarrow`` filesystem (a Ray checkpoint may live on shared storage), and
+:func:`record_trial` writes the epochs and then the trial row. ``tune-schane train``, the sweep's
+store callback and its reconciliation after a resume all call :func:`record_trial`.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,18 @@ import json
 import math
 import platform
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from .config import TrialConfig
+from .outcomes import CONFIG_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
 from .provenance import git_commit, versions_json
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+    from .store import TrialStore
 
 
 def _finite(history: Sequence[dict], metric: str) -> list[float]:
@@ -36,7 +51,7 @@ def trial_row(
     config: TrialConfig,
     history: Sequence[dict],
     error: str | None = None,
-    objective: str = "val_top1",
+    objective: str = OBJECTIVE,
     mode: str = "max",
     wall_seconds: float = math.nan,
     resources_cpu: float = math.nan,
@@ -69,3 +84,38 @@ def trial_row(
 def epoch_rows(sweep_id: str, trial_id: str, history: Sequence[dict]) -> list[dict[str, Any]]:
     """One epochs-table row per reported epoch."""
     return [{"sweep_id": sweep_id, "trial_id": trial_id, **h, "epoch": int(h["epoch"])} for h in history]
+
+
+def read_outputs(filesystem: pyarrow.fs.FileSystem, folder: str) -> tuple[TrialConfig, list[dict]] | None:
+    """The resolved config and per-epoch metrics a trial wrote into ``folder``; None when they are not there."""
+    try:
+        with filesystem.open_input_stream(f"{folder}/{CONFIG_FILE}") as src:
+            config = TrialConfig.from_dict(yaml.safe_load(src.read()), source=f"{folder}/{CONFIG_FILE}")
+        with filesystem.open_input_stream(f"{folder}/{HISTORY_FILE}") as src:
+            history = json.loads(src.read())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return config, [{key: float(h.get(key, math.nan)) for key in METRIC_KEYS} for h in history]
+
+
+def record_trial(
+    store: TrialStore,
+    *,
+    sweep_id: str,
+    trial_id: str,
+    status: str,
+    config: TrialConfig,
+    history: Sequence[dict],
+    resources: dict[str, float] | None = None,
+    **row: Any,
+) -> None:
+    """Write one trial into the store: its epochs first, so a reader that sees the row also sees them.
+
+    ``resources`` is ``{"cpu": x, "gpu": y}`` as a space's resource rule gives it; ``row`` holds the
+    other keyword arguments of :func:`trial_row` (error, objective, mode, wall_seconds, node, params).
+    """
+    resources = resources or {}
+    store.write_epochs(epoch_rows(sweep_id, trial_id, history))
+    store.write_trials([trial_row(sweep_id=sweep_id, trial_id=trial_id, status=status, config=config,
+                                  history=history, resources_cpu=float(resources.get("cpu", math.nan)),
+                                  resources_gpu=float(resources.get("gpu", 0.0)), **row)])

@@ -85,13 +85,12 @@ class SearchSpace:
         """An Optuna define-by-run function for one cell (a picklable object: Ray checkpoints searchers)."""
         return DefineByRun(self, dict(cell))
 
-    def sample_random(self, rng: Any, cell: dict[str, Any]) -> dict[str, Any]:
-        """The random-search baseline with the define-by-run semantics, drawn from a numpy Generator."""
-        known, sampled = {**self.fixed, **cell}, {}
-        for spec in self.params.values():
-            if spec.active({**known, **sampled}):
-                sampled[spec.name] = spec.sample(rng)
-        return sampled
+    def distributions(self) -> dict[str, Any]:
+        """Name -> Optuna distribution of every searched parameter and grid axis (axes are categorical)."""
+        import optuna.distributions as od
+
+        axes = {name: od.CategoricalDistribution(list(values)) for name, values in self.grid.items()}
+        return {**axes, **{name: spec.distribution() for name, spec in self.params.items()}}
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every cell × every combination of the *active* choices (cell keys included), no duplicates.

@@ -44,9 +44,9 @@ from .store_schema import (
     SCHEMA_VERSION,
     TRIAL_STATUSES,
     check_name,
-    epoch_record,
     schema_for,
-    trial_record,
+    validate_epoch_row,
+    validate_trial_row,
 )
 
 __all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name"]
@@ -87,13 +87,13 @@ class TrialStore:
         Every row is validated before anything is written (ValueError naming the row and column).
         """
         now = datetime.now(timezone.utc)
-        records = [trial_record(row, now, f"trials row {i}") for i, row in enumerate(rows)]
+        records = [validate_trial_row(row, now, f"trials row {i}") for i, row in enumerate(rows)]
         return self._write("trials", records, now)
 
     def write_epochs(self, rows: list[dict[str, Any]]) -> str | None:
         """Append per-epoch metric rows as one new part file; unknown metrics go to ``extra_metrics``."""
         now = datetime.now(timezone.utc)
-        records = [epoch_record(row, now, f"epochs row {i}") for i, row in enumerate(rows)]
+        records = [validate_epoch_row(row, now, f"epochs row {i}") for i, row in enumerate(rows)]
         return self._write("epochs", records, now)
 
     def _write(self, table: str, records: list[dict[str, Any]], now: datetime) -> str | None:

@@ -38,10 +38,9 @@ import pyarrow as pa
 
 from .config import field_types
 from .errors import BadInput
+from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES, TRIAL_STATUSES
 
 SCHEMA_VERSION = 1
-TRIAL_STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
-OBJECTIVE_MODES = ("max", "min")
 METADATA_VERSION_KEY = b"tune_schane.schema_version"
 METADATA_TABLE_KEY = b"tune_schane.table"
 TABLES = ("trials", "epochs")
@@ -49,11 +48,6 @@ TABLES = ("trials", "epochs")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
-EPOCH_METRICS = (
-    "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
-    "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
-    "epoch_seconds", "lr",
-)  # fmt: skip
 JSON_COLUMNS = ("versions", "params", "extra_metrics")  # text columns that hold a JSON object
 KEY_COLUMNS = {"trials": ("sweep_id", "trial_id"), "epochs": ("sweep_id", "trial_id", "epoch")}
 NAME_MAX_LENGTH = 200
@@ -133,10 +127,11 @@ def check_name(kind: str, name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Row validation: each returns {column: value} for every column of its schema, or raises ValueError.
+# Row validation (tune_schane.records builds the rows; these check them): each returns {column: value}
+# for every column of its schema, or raises ValueError.
 
 
-def trial_record(row: dict[str, Any], now: datetime, where: str) -> dict[str, Any]:
+def validate_trial_row(row: dict[str, Any], now: datetime, where: str) -> dict[str, Any]:
     """Validate one trials row (``config`` may be nested) and fill absent nullable columns."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a dict, got {type(row).__name__}")
@@ -163,7 +158,7 @@ def trial_record(row: dict[str, Any], now: datetime, where: str) -> dict[str, An
     return record
 
 
-def epoch_record(row: dict[str, Any], now: datetime, where: str) -> dict[str, Any]:
+def validate_epoch_row(row: dict[str, Any], now: datetime, where: str) -> dict[str, Any]:
     """Validate one epochs row; unknown numeric keys go into ``extra_metrics`` (see module doc)."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a dict, got {type(row).__name__}")

@@ -29,16 +29,10 @@ from .config import TrialConfig, dump_config
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
+from .outcomes import CONFIG_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
 from .records import best_of, final_of
 from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
 
-OBJECTIVE = "val_top1"
-METRIC_KEYS = (
-    "epoch", "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
-    "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
-    "epoch_seconds", "lr",
-)
-HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -164,15 +158,27 @@ class Trial:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "history": self.history}
 
+    def write_outputs(self, directory: str | Path) -> None:
+        """Write the resolved config (``config.yaml``) and the metrics so far (``history.json``), atomically.
+
+        Readable without torch: every caller records a trial in the store from these files
+        (:func:`tune_schane.records.read_outputs`), so the automatic chunk and memory budget decided
+        here reach the store by this one path, and a sweep's record survives driver restarts.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        dump_config(self.config, directory / CONFIG_FILE)
+        tmp = directory / f".{HISTORY_FILE}.tmp"
+        tmp.write_text(json.dumps(self.history))
+        tmp.replace(directory / HISTORY_FILE)
+
     def save_checkpoint(self, directory: str | Path) -> Path:
-        """Write ``checkpoint.pt`` atomically into ``directory``."""
+        """Write ``checkpoint.pt`` atomically into ``directory``, with the trial's outputs beside it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{CHECKPOINT_FILE}.tmp"
         torch.save(self.state_dict(), tmp)
-        # The metrics so far, readable without torch: the sweep driver records a trial's epochs from
-        # its last checkpoint, which survives driver restarts (Ray's own logs may lag behind).
-        (directory / HISTORY_FILE).write_text(json.dumps(self.history))
+        self.write_outputs(directory)
         return tmp.replace(directory / CHECKPOINT_FILE)
 
     def load_checkpoint(self, directory: str | Path) -> None:
@@ -218,9 +224,9 @@ def run_trial(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        dump_config(trial.config, out / "config.yaml")
         if resume and (out / CHECKPOINT_FILE).exists():
             trial.load_checkpoint(out)
+        trial.write_outputs(out)
     status, error = "completed", None
     try:
         for metrics in trial.run():

@@ -1,4 +1,4 @@
-"""What ``tune-schane train``, ``sweep`` and ``status`` do, behind the argument parsing."""
+"""What `tune-schane train`, `sweep` and `status` do, behind the argument parsing (cli.py parses)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def open_store(uri: str):
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .records import epoch_rows, trial_row
+    from .records import record_trial
     from .store import check_name
     from .trial import run_trial
 
@@ -53,12 +53,9 @@ def train_command(args: argparse.Namespace) -> int:
     result = run_trial(config, out, resume=args.resume,
                        on_epoch=lambda m: print(progress_line(m, config.epochs), flush=True))
     params = {"provenance": loaded.provenance} if loaded.provenance else None
-    # Epochs first: a reader that sees the trial row also sees its epochs.
-    store.write_epochs(epoch_rows(sweep_id, trial_id, result.history))
-    store.write_trials([trial_row(sweep_id=sweep_id, trial_id=trial_id, status=result.status,
-                                  config=result.config, history=result.history, error=result.error,
-                                  wall_seconds=result.wall_seconds, resources_cpu=float(config.num_threads or 0),
-                                  params=params)])
+    record_trial(store, sweep_id=sweep_id, trial_id=trial_id, status=result.status, config=result.config,
+                 history=result.history, resources={"cpu": float(config.num_threads or 0)}, error=result.error,
+                 wall_seconds=result.wall_seconds, params=params)
     best = result.best_objective()
     print(f"{result.status}: best val_top1 {best:.2f} over {len(result.history)} epochs "
           f"({result.wall_seconds:.1f} s); recorded in {args.store} as {sweep_id}/{trial_id}", flush=True)

@@ -1,0 +1,22 @@
+"""The names a trial's outcome is told in, defined once: per-epoch metrics, statuses, modes, output files.
+
+Torch-free and pyarrow-free, so the loop (:mod:`tune_schane.trial`), the store's schema
+(:mod:`tune_schane.store_schema`), the space parser and the analysis all import the same tuples.
+"""
+
+from __future__ import annotations
+
+OBJECTIVE = "val_top1"  # the default objective: validation top-1 accuracy
+EPOCH_METRICS = (
+    "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
+    "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
+    "epoch_seconds", "lr",
+)  # fmt: skip
+METRIC_KEYS = ("epoch", *EPOCH_METRICS)  # every key of every epoch's report (Ray needs the same keys each time)
+TRIAL_STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
+OBJECTIVE_MODES = ("max", "min")
+
+# What a trial writes beside its checkpoint (tune_schane.trial.Trial.write_outputs), readable without torch;
+# tune_schane.records.read_outputs reads them back for the store, whoever ran the trial.
+CONFIG_FILE = "config.yaml"  # the resolved config as the trial runs it (automatic chunk and memory budget included)
+HISTORY_FILE = "history.json"  # the metrics of every finished epoch

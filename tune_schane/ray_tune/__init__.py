@@ -1,0 +1,20 @@
+"""Everything that touches Ray: the only package that imports ``ray`` (DESIGN.md section 3).
+
+- :mod:`.trainable`: the trial under Ray (config dict -> the plain loop, one report per epoch) and
+  the keys of its reports;
+- :mod:`.searchers`: one Optuna study (``ask``/``tell``) or grid list per cell, ``repeats`` seeds per
+  config, behind one Ray ``Searcher``;
+- :mod:`.scheduler`: ASHA per grid cell;
+- :mod:`.recording`: every finished trial into the store (the callback, reconciliation on resume);
+- :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``.
+"""
+
+from .driver import CHECKPOINTS_KEPT, init_ray, run_sweep, shutdown
+from .recording import StoreCallback, reconcile_store, record_ray_trial
+from .scheduler import CellASHA
+from .searchers import CellSearcher, PruningAwareOptunaSearch
+from .trainable import CELL_KEY, CONFIG_KEY, ERROR_KEY, GPU_IDS_KEY, STATUS_KEY, trainable, trial_status
+
+__all__ = ["CELL_KEY", "CHECKPOINTS_KEPT", "CONFIG_KEY", "ERROR_KEY", "GPU_IDS_KEY", "STATUS_KEY", "CellASHA",
+           "CellSearcher", "PruningAwareOptunaSearch", "StoreCallback", "init_ray", "reconcile_store",
+           "record_ray_trial", "run_sweep", "shutdown", "trainable", "trial_status"]

@@ -1,0 +1,93 @@
+"""Starting or joining Ray, and running (or resuming) one sweep with the pieces of this package."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from ..space import SearchSpace
+from .recording import StoreCallback, reconcile_store
+from .scheduler import CellASHA
+from .searchers import CellSearcher
+from .trainable import trainable
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
+    """Join ``address`` or start a local Ray (dashboard bound to 127.0.0.1); return cluster resources."""
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    return ray.cluster_resources()
+
+
+# Ray saves the experiment state (which names each trial's latest checkpoint) at most every
+# TUNE_GLOBAL_CHECKPOINT_S seconds. A driver killed between two saves resumes each trial from the
+# checkpoint the last save named; if `num_to_keep` had deleted it since, the trial errors with
+# "checkpoint does not exist on storage anymore". Keeping a few per trial and saving the state
+# every 5 s makes that impossible unless 4 epochs finish within 5 s.
+CHECKPOINTS_KEPT = 4
+EXPERIMENT_STATE_PERIOD_S = "5"
+
+
+def run_sweep(
+    space: SearchSpace,
+    *,
+    sweep_id: str,
+    store_uri: str,
+    storage_path: str,
+    resume: bool = False,
+    max_failures: int = 2,
+    verbose: int = 1,
+) -> tuple[tune.ResultGrid, CellSearcher | None]:
+    """Run (or resume) a sweep; every trial ends up in the store (see CHECKPOINTS_KEPT for resume safety).
+
+    Returns Ray's results and the searcher (None on resume: Ray restores its own copy), whose
+    Optuna studies tests inspect.
+    """
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+    resources = tune.with_resources(
+        trainable, lambda config: tune.PlacementGroupFactory([_bundle(config["resources"])]))
+    callback = StoreCallback(store_uri, sweep_id, space)
+    run_config = tune.RunConfig(
+        name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=verbose,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT))
+    experiment = os.path.join(storage_path, sweep_id)
+    cell_searcher = None
+    if resume:
+        tuner = tune.Tuner.restore(experiment, trainable=resources, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        cell_searcher = CellSearcher(space)
+        searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
+        scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
+        total = len(space.cells()) * space.num_samples * space.repeats
+        tuner = tune.Tuner(
+            resources,
+            tune_config=tune.TuneConfig(metric=space.objective_metric, mode=space.objective_mode,
+                                        search_alg=searcher, scheduler=scheduler, num_samples=total,
+                                        reuse_actors=True),
+            run_config=run_config)
+    results = tuner.fit()
+    reconcile_store(results, store_uri, sweep_id, space)
+    return results, cell_searcher
+
+
+def _bundle(resources: dict) -> dict:
+    bundle = {"CPU": float(resources.get("cpu", 1))}
+    if resources.get("gpu"):
+        bundle["GPU"] = float(resources["gpu"])
+    return bundle
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
