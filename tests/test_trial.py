@@ -44,7 +44,7 @@ def test_each_family_learns_on_embedded_default(family, capsys):
 
 
 def test_metrics_have_every_key_and_contrastive_parts():
-    trial = Trial(tiny(loss="clce", epochs=1, tau=0.1, beta=1.0, lam=0.5))
+    trial = Trial(tiny(loss="clce", epochs=1, tau=0.1, beta=1.0, lam=0.5, shots=8))  # 80 images: 2 steps
     (metrics,) = list(trial.run())
     assert set(metrics) == set(METRIC_KEYS)
     assert metrics["pos_per_anchor"] >= 1.0  # two views of each image are positives of each other
@@ -52,12 +52,12 @@ def test_metrics_have_every_key_and_contrastive_parts():
     assert metrics["valid_anchors"] == 2 * 32
     assert metrics["images_per_s"] > 0 and metrics["peak_mem_mb"] > 0
     assert math.isfinite(metrics["train_ce"]) and math.isfinite(metrics["train_contrastive"])
-    ce_only = next(Trial(tiny(loss="ce", epochs=1)).run())
+    ce_only = next(Trial(tiny(loss="ce", epochs=1, shots=8)).run())
     assert math.isnan(ce_only["train_contrastive"])
 
 
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):
-    cfg = tiny(loss="schane", tau=0.1, beta=1.0, epochs=2, drop_path_rate=0.1)
+    cfg = tiny(loss="schane", tau=0.1, beta=1.0, epochs=2, drop_path_rate=0.1, shots=8)
     uninterrupted = list(Trial(cfg).run())
 
     first = Trial(cfg)
