@@ -28,13 +28,19 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     return ray.cluster_resources()
 
 
-# Ray saves the experiment state (which names each trial's latest checkpoint) at most every
-# TUNE_GLOBAL_CHECKPOINT_S seconds. A driver killed between two saves resumes each trial from the
-# checkpoint the last save named; if `num_to_keep` had deleted it since, the trial errors with
-# "checkpoint does not exist on storage anymore". Keeping a few per trial and saving the state
-# every 5 s makes that impossible unless 4 epochs finish within 5 s.
+# Ray saves the experiment state (each trial and its latest checkpoint, and the searcher) at most
+# every TUNE_GLOBAL_CHECKPOINT_S seconds. Two things go wrong for a driver killed between two saves:
+# - a trial started after the last save is unknown to the resumed sweep, which samples its config
+#   again under a new trial id; if it had already finished, the store holds it twice (seen with a
+#   5 s period: the kill in the searcher came after a 1-epoch trial finished between two saves);
+# - a trial resumes from the checkpoint the last save named; if `num_to_keep` had deleted it since,
+#   it errors with "checkpoint does not exist on storage anymore".
+# Saving every second closes the first window for any trial whose epoch takes longer than that, and
+# with a few checkpoints kept per trial the second needs 4 epochs within a second. The cost is one
+# small JSON write per second on the driver (Ray warns if a save takes long; on an object store,
+# raise it with TUNE_GLOBAL_CHECKPOINT_S).
 CHECKPOINTS_KEPT = 4
-EXPERIMENT_STATE_PERIOD_S = "5"
+EXPERIMENT_STATE_PERIOD_S = "1"
 
 
 def run_sweep(
