@@ -89,14 +89,16 @@ def test_sweep_over_two_loopback_nodes_uses_both(tmp_path, cluster):
 
 
 def test_worker_node_lost_mid_sweep_trials_resume_from_checkpoint(tmp_path, cluster):
-    proc = _sweep(tmp_path, cluster, shots=30, epochs=8)
+    # 16 epochs: on an idle machine (warm workers from the module's first sweep) an 8-epoch trial could
+    # finish on the worker before the kill landed, leaving nothing to move (seen once in a clean run).
+    proc = _sweep(tmp_path, cluster, shots=30, epochs=16)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # wait for a trial on the worker to report an epoch
             on_worker = [r for rs in _results(tmp_path).values() for r in rs if r.get("node_ip") == "127.0.0.3"]
             if on_worker or proc.poll() is not None:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert on_worker, "no trial ever ran on the worker node"
         kill_marked("--node-ip-address=127.0.0.3")  # the worker node dies: raylet, workers, agents
         out, _ = proc.communicate(timeout=600)
