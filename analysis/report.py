@@ -225,11 +225,13 @@ family minus CE at the same batch size.</p>
 {_table(tables["batch_size"])}
 <h3>Trend against log2(batch size)</h3>
 <p class="note">slope: least-squares change of the objective per doubling of the batch; drop: value at the largest
-minus the smallest batch size with data; *_vs_ce: the same minus CE's (in max mode, negative = less
-batch-sensitive than CE).</p>{_table(tables["trend"])}
+minus the smallest batch size with data; *_vs_ce: the same minus CE's. A family is less batch-sensitive
+than CE when its slope is nearer zero than CE's: with CE's slope positive (gaining with the batch) that is a
+negative *_vs_ce, with CE's slope negative a positive one.</p>{_table(tables["trend"])}
 <p class="note">Slope of the cell means per doubling with 95 % percentile-bootstrap intervals (trials resampled
-within each cell), and the family's slope minus CE's (an interval below 0 in max mode: less batch-sensitive
-than CE). Few trials per cell make these wide and optimistic: see n_used.</p>{_table(tables["slope_ci"])}
+within each cell), and the family's slope minus CE's with its interval (an interval that excludes 0 says the
+two slopes differ; read the direction as above). Few trials per cell make these wide and optimistic: see
+n_used.</p>{_table(tables["slope_ci"])}
 <h3>Paired against CE (same batch size and seed)</h3>
 <p class="note">Difference family minus CE per seed, best trial per (family, batch size, seed); rows with batch
 size "–" pool every batch size. Empty when the sweep has no repeats over seeds.</p>{_table(tables["paired"])}

@@ -131,7 +131,7 @@ def batch_size_trend(table: pd.DataFrame) -> pd.DataFrame:
       batch sizes are swept in powers of two and contrastive losses gain per doubling, not per image.
     - ``drop_best`` / ``drop_mean``: value at the largest batch size with data minus value at the
       smallest (positive in max mode: the family loses accuracy at small batches).
-    - ``*_vs_ce``: the same figure minus CE's; negative means less batch-sensitive than CE.
+    - ``*_vs_ce``: the same figure minus CE's (less batch-sensitive than CE = a slope nearer zero than CE's).
     """
     rows = []
     for loss, part in table.sort_values("batch_size").groupby("loss", sort=True):
@@ -220,8 +220,8 @@ def slope_intervals(
     ``scipy.stats.bootstrap`` resamples the usable trials of every (loss, batch size) cell
     independently; each replicate recomputes the cell means and refits the least-squares slope
     against log2(batch size) (:func:`batch_size_trend`'s ``slope_mean``). ``slope_mean_vs_baseline``
-    is the family's slope minus the baseline's, both refitted in the same replicate: a CI below zero
-    in max mode says the family loses less per halving of the batch than the baseline. With a few
+    is the family's slope minus the baseline's, both refitted in the same replicate: a CI that excludes
+    zero says the slopes differ (which one is flatter: compare each slope's distance from zero). With a few
     trials per cell these intervals are wide and optimistic (the percentile bootstrap under-covers
     at small n); ``n_used`` says how many trials carry them. A row needs two batch sizes with data.
     """
