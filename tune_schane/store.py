@@ -2,19 +2,27 @@
 
 Layout (documented for readers outside this package in ``trials/README.md``)::
 
-    <store>/trials/part-<UTC timestamp>-<uuid>.parquet   one row per trial
-    <store>/epochs/part-<UTC timestamp>-<uuid>.parquet   one row per trial per epoch
-    <store>/spaces/<sweep_id>.yaml                      the search space a sweep ran with
+    <store>/trials/part-<UTC timestamp>-<uuid>-s<key>.parquet   rows of one sweep, one file per write
+    <store>/trials/sweep=<id, %-encoded>/part-....parquet       that sweep's rows after ``compact``
+    <store>/epochs/...                                          the same, one row per trial per epoch
+    <store>/spaces/<sweep_id>.yaml                              the search space a sweep ran with
+
+``<key>`` is :func:`sweep_key` of the one sweep a write holds, so that reading one sweep opens only
+its own files. A write holding several sweeps, and every file of a store written before keys existed,
+has no key (``part-<timestamp>-<uuid>.parquet``): it is read for every sweep and filtered, until
+``tune-schane compact`` (``tune_schane.compaction``) moves its rows into the partition folders.
 
 Every write makes a new part file: it is written under a hidden temporary name (``.tmp-...``, which
 this reader and pyarrow/pandas skip) and then moved into place, so a writer killed mid-write leaves
 no partial file that readers see. Nothing is rewritten in place; a resumed sweep writes a trial's
-row again and readers keep the last one written (by ``written_at``, then by part file name, which
-sorts by creation time). Failed, pruned, diverged and OOM trials keep their rows.
+row again and readers keep the last one written (by ``written_at``, then by read order: a sweep's
+compacted files by name, then part files by name, which sorts by creation time). Failed, pruned,
+diverged and OOM trials keep their rows.
 
 Reading checks every part file's schema version (``tune_schane.schema_version`` in the Parquet
-key-value metadata) and table kind, and names the file in a :class:`BadInput` when one is corrupt,
-foreign or of another version. Readers never modify the store.
+key-value metadata), table kind and column types from its footer, names the file in a
+:class:`BadInput` when one is corrupt, foreign or of another version, and then scans only the
+columns a read needs with ``pyarrow.dataset``. Readers never modify the store.
 
 Returned DataFrames have stable dtypes whatever the nulls: int64 columns come back as pandas
 ``Int64``, bool columns as ``boolean``, float64 columns as ``float64`` (null -> NaN), strings as
@@ -23,17 +31,21 @@ pandas' string dtype and ``written_at`` as ``datetime64[us, UTC]``.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from .errors import BadInput
 from .faults import fault_point
@@ -49,10 +61,25 @@ from .store_schema import (
     validate_trial_row,
 )
 
-__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name"]
+__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "sweep_key"]
 
-_READ_THREADS = 8  # part files are read concurrently: latency dominates on object stores
+_READ_THREADS = 8  # footers are read concurrently: latency dominates on object stores
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+_KEYED = re.compile(r"-s([0-9a-f]{16})\.parquet$")
+PARTITION_PREFIX = "sweep="
+STATUS_COLUMNS = ("sweep_id", "trial_id", "status", "written_at")  # all that sweeps() reads
+_FORMAT = ds.ParquetFileFormat()
+_ORDER = "_order"
+
+
+def sweep_key(sweep_id: str) -> str:
+    """16 hex digits naming a sweep in part file names (ids may hold spaces, colons, 200 characters)."""
+    return hashlib.sha256(sweep_id.encode()).hexdigest()[:16]
+
+
+def partition_dir(sweep_id: str) -> str:
+    """The Hive-style folder name of a sweep's compacted files: ``sweep=<%-encoded id>``."""
+    return PARTITION_PREFIX + quote(sweep_id, safe="")
 
 
 def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
@@ -67,6 +94,29 @@ def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
     return fs, root.rstrip("/") or "/"
 
 
+@dataclass
+class Files:
+    """The visible files of one table, as the store's layout groups them (paths sorted by name)."""
+
+    compacted: dict[str, list[str]]  # sweep_id -> files in its partition folder
+    keyed: dict[str, list[str]]  # sweep key -> part files of that one sweep
+    shared: list[str]  # part files without a key: any sweep (old stores, multi-sweep writes)
+
+    def for_sweep(self, sweep: str | None) -> list[str]:
+        """Every file that may hold rows of ``sweep`` (None: all), in read order."""
+        if sweep is None:
+            compacted = [p for s in sorted(self.compacted) for p in self.compacted[s]]
+            parts = [p for k in self.keyed.values() for p in k] + self.shared
+        else:
+            compacted = self.compacted.get(sweep, [])
+            parts = self.keyed.get(sweep_key(sweep), []) + self.shared
+        return compacted + sorted(parts, key=_base_name)
+
+
+def _base_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
 class TrialStore:
     """A trial store at a local path or a ``pyarrow.fs`` URI (``file:///abs``, ``s3://bucket/prefix``)."""
 
@@ -75,6 +125,7 @@ class TrialStore:
         if not self.uri:
             raise BadInput("store: empty path")
         self.fs, self.root = open_filesystem(self.uri, "store")
+        self.unreadable: list[str] = []  # set by sweeps(): one line per file it had to leave out
 
     def __repr__(self) -> str:
         return f"TrialStore({self.uri!r})"
@@ -101,14 +152,20 @@ class TrialStore:
             return None
         schema = schema_for(table)
         columns = [pa.array([r[f.name] for r in records], type=f.type) for f in schema]
-        data = pa.Table.from_arrays(columns, schema=schema)
-        folder = f"{self.root}/{table}"
+        sweeps = {r["sweep_id"] for r in records}
+        key = f"-s{sweep_key(next(iter(sweeps)))}" if len(sweeps) == 1 else ""
+        name = f"part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}{key}.parquet"
+        return self.write_file(f"{self.root}/{table}", name, pa.Table.from_arrays(columns, schema=schema))
+
+    def write_file(self, folder: str, name: str, data: pa.Table, fault: str = "store-write") -> str:
+        """Write ``data`` as ``folder/name`` through a hidden temporary file and a rename."""
+        import pyarrow.parquet as pq
+
         self.fs.create_dir(folder, recursive=True)
-        name = f"part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
         tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
         try:
             pq.write_table(data, tmp, filesystem=self.fs)
-            fault_point("store-write")
+            fault_point(fault)
             self.fs.move(tmp, final)
         except BaseException:
             try:
@@ -147,7 +204,7 @@ class TrialStore:
 
     def load_trials(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per (sweep_id, trial_id), the last one written; sorted by sweep and trial."""
-        return _dedup(self._load_raw("trials", sweep), "trials")
+        return _dedup(_to_pandas(self.read_table("trials", sweep)), "trials")
 
     def load_epochs(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per (sweep_id, trial_id, epoch), the last one written; sorted by the keys.
@@ -155,8 +212,9 @@ class TrialStore:
         Epochs above the ``epochs_run`` of a trial's current row are left out: they come from an
         attempt that a resumed sweep ran again and ended earlier (see trials/README.md).
         """
-        epochs = _dedup(self._load_raw("epochs", sweep), "epochs")
-        trials = self.load_trials(sweep)
+        epochs = _dedup(_to_pandas(self.read_table("epochs", sweep)), "epochs")
+        columns = ["sweep_id", "trial_id", "written_at", "epochs_run"]
+        trials = _dedup(_to_pandas(self.read_table("trials", sweep, columns)), "trials")
         if epochs.empty or trials.empty:
             return epochs
         limit = trials.set_index(["sweep_id", "trial_id"])["epochs_run"]
@@ -169,9 +227,23 @@ class TrialStore:
         """One row per sweep: ``n_trials``, ``n_<status>`` for each status, first/last ``written_at``.
 
         Counts are over the latest row of each trial; ``first_written_at`` is the earliest write of
-        any of the sweep's trial rows, including rows a resume has since superseded.
+        any of the sweep's trial rows, including rows a resume has since superseded. A sweep with an
+        unreadable file does not hide the others: its counts are left empty (NA) where its id is
+        known, and :attr:`unreadable` names the file (``analyze`` of that sweep refuses, naming it).
+        A broken file without a sweep key (see module doc) could hold any sweep: BadInput.
         """
-        raw = self._load_raw("trials", None)
+        files = self.files("trials")
+        self.unreadable = []
+        good, broken = [], []
+        for paths in [*files.compacted.values(), *files.keyed.values()]:  # one sweep per group
+            try:
+                good.append(self._dataset("trials", paths, list(STATUS_COLUMNS)))
+            except BadInput as exc:
+                self.unreadable.append(str(exc))
+                broken.append(paths)
+        shared = self._dataset("trials", files.shared, list(STATUS_COLUMNS))  # raises: could be any sweep
+        tables = [d.to_table() for d in (*good, shared)]
+        raw = _to_pandas(pa.concat_tables(tables)) if tables else _to_pandas(_empty("trials", STATUS_COLUMNS))
         trials = _dedup(raw, "trials")
         columns = ["sweep_id", "n_trials", *(f"n_{s}" for s in TRIAL_STATUSES)]
         columns += ["first_written_at", "last_written_at"]
@@ -180,49 +252,104 @@ class TrialStore:
             out["sweep_id"] = out["sweep_id"].astype(trials["sweep_id"].dtype)
             for c in ("first_written_at", "last_written_at"):
                 out[c] = out[c].astype(trials["written_at"].dtype)
-            return out
-        counts = pd.crosstab(trials["sweep_id"], trials["status"]).reindex(columns=list(TRIAL_STATUSES))
-        counts = counts.fillna(0).astype("int64").add_prefix("n_")
-        counts.insert(0, "n_trials", counts.sum(axis=1))
-        times = raw.groupby("sweep_id")["written_at"].agg(first_written_at="min", last_written_at="max")
-        out = counts.join(times).rename_axis(None, axis=1).reset_index()
-        return out[columns].sort_values("sweep_id", ignore_index=True)
+        else:
+            counts = pd.crosstab(trials["sweep_id"], trials["status"]).reindex(columns=list(TRIAL_STATUSES))
+            counts = counts.fillna(0).astype("int64").add_prefix("n_")
+            counts.insert(0, "n_trials", counts.sum(axis=1))
+            times = raw.groupby("sweep_id")["written_at"].agg(first_written_at="min", last_written_at="max")
+            out = counts.join(times).rename_axis(None, axis=1).reset_index()[columns]
+        names = {s for paths in broken for s in self._readable_sweep_ids(paths)} - set(out["sweep_id"])
+        if names:
+            out = out.astype({c: "Int64" for c in columns[1:-2]})
+            extra = pd.DataFrame({"sweep_id": pd.Series(sorted(names), dtype=out["sweep_id"].dtype)})
+            out = pd.concat([out, extra.reindex(columns=columns)], ignore_index=True).astype(out.dtypes.to_dict())
+        return out.sort_values("sweep_id", ignore_index=True)
 
-    def _load_raw(self, table: str, sweep: str | None) -> pd.DataFrame:
-        """Every row of every part file (no dedup), plus ``_order``: the write order of rows."""
+    def _readable_sweep_ids(self, paths: list[str]) -> set[str]:
+        """Sweep ids that the readable files among ``paths`` (one sweep's group) name."""
+        for path in paths:
+            try:
+                return set(self._dataset("trials", [path], ["sweep_id"]).to_table()["sweep_id"].to_pylist())
+            except BadInput:
+                continue
+        return set()
+
+    def read_table(self, table: str, sweep: str | None, columns: list[str] | None = None) -> pa.Table:
+        """Every row (no dedup) that may belong to ``sweep``, in read order, with ``_order`` added.
+
+        A file that vanishes under the read (a concurrent ``compact`` deleted it after writing its
+        rows elsewhere) makes the read start again from the listing.
+        """
+        for attempt in range(3):
+            try:
+                paths = self.files(table).for_sweep(sweep)
+                data = self._dataset(table, paths, columns, sweep).to_table()
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        return data.append_column(_ORDER, pa.array(range(len(data)), pa.int64()))
+
+    def _dataset(self, table: str, paths: list[str], columns: list[str] | None, sweep: str | None = None) -> ds.Scanner:
+        """A scanner over ``paths`` (checked from their footers) projecting ``columns``, rows of ``sweep``."""
         schema = schema_for(table)
-        paths = self._part_files(table)
+        fragments = [_FORMAT.make_fragment(p, filesystem=self.fs) for p in paths]
         with ThreadPoolExecutor(max_workers=min(_READ_THREADS, max(1, len(paths)))) as pool:
-            tables = list(pool.map(lambda p: _read_part(self.fs, p, table, schema, sweep), paths))
-        data = pa.concat_tables(tables, promote_options="permissive") if tables else schema.empty_table()
-        frame = data.to_pandas(types_mapper=_PANDAS_TYPES.get)
-        frame["_order"] = range(len(frame))
-        return frame
+            physical = list(pool.map(lambda f: _check_part(f, table, schema), fragments))
+        fields = [f.with_nullable(True) for f in schema]
+        for extra in (f for s in physical for f in s if f.name.startswith("config_") and f.name not in schema.names):
+            if extra.name not in {f.name for f in fields}:
+                fields.append(extra.with_nullable(True))  # a TrialConfig field removed since: kept
+        unified = pa.schema(fields, metadata=schema.metadata)
+        data = ds.FileSystemDataset(fragments, unified, _FORMAT, self.fs) if fragments else None
+        wanted = columns if columns is not None else unified.names
+        where = pc.field("sweep_id") == sweep if sweep is not None else None
+        if data is None:
+            return ds.Scanner.from_batches([], schema=pa.schema([unified.field(c) for c in wanted]))
+        return data.scanner(columns=wanted, filter=where)
 
-    def _part_files(self, table: str) -> list[str]:
-        """Visible part files, sorted by name (= creation time); hidden and non-Parquet files skipped."""
+    def files(self, table: str) -> Files:
+        """List a table's visible files: hidden (``.``/``_``) and non-Parquet names are skipped."""
         folder = f"{self.root}/{table}"
-        root_info = self.fs.get_file_info(self.root)
+        root_info, info = self.fs.get_file_info([self.root, folder])
         if root_info.type == pafs.FileType.File:
             raise BadInput(f"store {self.uri}: is a file, not a folder")
-        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=False))
-        return sorted(
-            i.path for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))
-        )  # fmt: skip
+        out = Files({}, {}, [])
+        if info.type != pafs.FileType.Directory:
+            return out
+        for entry in sorted(self.fs.get_file_info(pafs.FileSelector(folder)), key=lambda i: i.base_name):
+            if entry.base_name.startswith((".", "_")):
+                continue
+            if entry.type == pafs.FileType.Directory and entry.base_name.startswith(PARTITION_PREFIX):
+                sweep = unquote(entry.base_name[len(PARTITION_PREFIX) :])
+                out.compacted[sweep] = sorted(
+                    i.path for i in self.fs.get_file_info(pafs.FileSelector(entry.path)) if _visible_part(i)
+                )
+            elif _visible_part(entry):
+                match = _KEYED.search(entry.base_name)
+                (out.keyed.setdefault(match.group(1), []) if match else out.shared).append(entry.path)
+        return out
 
 
-def _read_part(fs: pafs.FileSystem, path: str, table: str, schema: pa.Schema, sweep: str | None) -> pa.Table:
-    """Read one part file, check its version and kind, conform it to ``schema``; BadInput names it."""
+def _visible_part(info: pafs.FileInfo) -> bool:
+    return (
+        info.type == pafs.FileType.File
+        and info.base_name.endswith(".parquet")
+        and not info.base_name.startswith((".", "_"))
+    )
+
+
+def _check_part(fragment: ds.ParquetFileFragment, table: str, schema: pa.Schema) -> pa.Schema:
+    """Check one part file's footer (version, kind, columns); BadInput names it. Returns its schema."""
+    path = fragment.path
     try:
-        with fs.open_input_file(path) as handle:
-            data = pq.ParquetFile(handle).read()
+        fragment.ensure_complete_metadata()
+        physical = fragment.physical_schema
+    except FileNotFoundError:
+        raise
     except (pa.ArrowException, OSError) as exc:
         raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
-    meta = data.schema.metadata or {}
+    meta = physical.metadata or {}
     if METADATA_VERSION_KEY not in meta:
         raise BadInput(f"{path}: not a tune-schane part file (no {METADATA_VERSION_KEY.decode()} metadata)")
     version = meta[METADATA_VERSION_KEY].decode(errors="replace")
@@ -231,37 +358,33 @@ def _read_part(fs: pafs.FileSystem, path: str, table: str, schema: pa.Schema, sw
     kind = meta.get(METADATA_TABLE_KEY, b"").decode(errors="replace")
     if kind != table:
         raise BadInput(f"{path}: holds a {kind or 'unknown'!r} table, expected {table!r}")
-    data = _conform(data, schema, path)
-    return data.filter(pc.equal(data["sweep_id"], sweep)) if sweep is not None else data
-
-
-def _conform(data: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
-    """Cast to the current schema. ``config_*`` columns follow TrialConfig as it changes: a missing
-    one (a field added since) reads as null, an unknown one (a field removed since) is kept at the end.
-    Any other missing column means a damaged file."""
-    columns, fields = [], []
     for field in schema:
-        if field.name in data.column_names:
-            column = data[field.name]
-        elif field.name.startswith("config_"):
-            column = pa.nulls(len(data), field.type)
-        else:
+        index = physical.get_field_index(field.name)
+        if index < 0:
+            if field.name.startswith("config_"):
+                continue  # a TrialConfig field added since: reads as null
             raise BadInput(f"{path}: column {field.name!r} is missing")
-        try:
-            columns.append(column.cast(field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise BadInput(f"{path}: column {field.name!r} has type {column.type}, expected {field.type}") from None
-        fields.append(field.with_nullable(True))
-    for name in data.column_names:
-        if name.startswith("config_") and name not in schema.names:
-            columns.append(data[name])
-            fields.append(data.schema.field(name).with_nullable(True))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+        found = physical.field(index).type
+        if found != field.type and found != pa.null():
+            raise BadInput(f"{path}: column {field.name!r} has type {found}, expected {field.type}")
+    return physical
+
+
+def _empty(table: str, columns) -> pa.Table:
+    schema = schema_for(table)
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
+
+
+def _to_pandas(data: pa.Table) -> pd.DataFrame:
+    frame = data.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    if _ORDER not in frame.columns:
+        frame[_ORDER] = range(len(frame))
+    return frame
 
 
 def _dedup(raw: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Keep the last written row per key: latest ``written_at``, ties broken by write order."""
+    """Keep the last written row per key: latest ``written_at``, ties broken by read order."""
     keys = list(KEY_COLUMNS[table])
-    out = raw.sort_values(["written_at", "_order"], kind="stable")
+    out = raw.sort_values(["written_at", _ORDER], kind="stable")
     out = out.drop_duplicates(keys, keep="last").sort_values(keys, kind="stable")
-    return out.drop(columns="_order").reset_index(drop=True)
+    return out.drop(columns=_ORDER).reset_index(drop=True)
