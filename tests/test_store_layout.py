@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -169,3 +170,16 @@ def test_corrupt_file_of_one_sweep_hides_no_other_sweep(tmp_path, monkeypatch, c
     with pytest.raises(Exception, match="not a readable Parquet file"):
         compact(store, "bad")  # compaction refuses too: it never drops a row it cannot read
     assert bad.exists()
+
+
+def test_ties_in_written_at_go_to_the_later_file_before_and_after_compaction(tmp_path):
+    """Same key, same microsecond, 30 writes: the last one written wins, also inside the merged file."""
+    store = TrialStore(tmp_path)
+    same = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    for i in range(30):
+        store.write_trials([{"sweep_id": "s", "trial_id": "t", "status": "running", "epochs_run": i,
+                             "written_at": same}])  # fmt: skip
+        store.write_epochs([{"sweep_id": "s", "trial_id": "t", "epoch": 1, "val_top1": float(i), "written_at": same}])
+    assert store.load_trials("s").loc[0, "epochs_run"] == 29 and store.load_epochs().loc[0, "val_top1"] == 29.0
+    compact(store)
+    assert store.load_trials("s").loc[0, "epochs_run"] == 29 and store.load_epochs().loc[0, "val_top1"] == 29.0

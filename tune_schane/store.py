@@ -282,7 +282,7 @@ class TrialStore:
         """
         for attempt in range(3):
             try:
-                paths = self.files(table).for_sweep(sweep)
+                paths = self.files(table, sweep).for_sweep(sweep)
                 data = self._dataset(table, paths, columns, sweep).to_table()
                 break
             except FileNotFoundError:
@@ -308,8 +308,12 @@ class TrialStore:
             return ds.Scanner.from_batches([], schema=pa.schema([unified.field(c) for c in wanted]))
         return data.scanner(columns=wanted, filter=where)
 
-    def files(self, table: str) -> Files:
-        """List a table's visible files: hidden (``.``/``_``) and non-Parquet names are skipped."""
+    def files(self, table: str, sweep: str | None = None) -> Files:
+        """List a table's visible files (hidden ``.``/``_`` and non-Parquet names skipped).
+
+        With ``sweep``, only that sweep's partition folder is listed: the other sweeps' folders cost
+        nothing (the flat part files of every sweep are one listing).
+        """
         folder = f"{self.root}/{table}"
         root_info, info = self.fs.get_file_info([self.root, folder])
         if root_info.type == pafs.FileType.File:
@@ -317,13 +321,16 @@ class TrialStore:
         out = Files({}, {}, [])
         if info.type != pafs.FileType.Directory:
             return out
+        wanted = None if sweep is None else partition_dir(sweep)
         for entry in sorted(self.fs.get_file_info(pafs.FileSelector(folder)), key=lambda i: i.base_name):
             if entry.base_name.startswith((".", "_")):
                 continue
             if entry.type == pafs.FileType.Directory and entry.base_name.startswith(PARTITION_PREFIX):
-                sweep = unquote(entry.base_name[len(PARTITION_PREFIX) :])
-                out.compacted[sweep] = sorted(
-                    i.path for i in self.fs.get_file_info(pafs.FileSelector(entry.path)) if _visible_part(i)
+                if wanted is not None and entry.base_name != wanted:
+                    continue
+                listed = self.fs.get_file_info(pafs.FileSelector(entry.path))
+                out.compacted[unquote(entry.base_name[len(PARTITION_PREFIX) :])] = sorted(
+                    i.path for i in listed if _visible_part(i)
                 )
             elif _visible_part(entry):
                 match = _KEYED.search(entry.base_name)
