@@ -51,11 +51,16 @@ def compact(store: TrialStore, sweep: str | None = None) -> list[Compacted]:
             targets = sorted(set(files.compacted) | keyed_ids | shared_ids)
         else:
             targets = sorted({sweep} | shared_ids)  # unkeyed files may hold it: migrate them all
+        merged_all = True
         for sweep_id in targets:
             inputs = files.for_sweep(sweep_id)
             if not files.shared and len(inputs) <= 1 and inputs == files.compacted.get(sweep_id, []):
                 continue  # nothing to merge
-            data = store.read_table(table, sweep_id).drop_columns(["_order"])
+            try:  # exactly the files listed above: the only ones step 3 deletes
+                data = store._dataset(table, inputs, None, sweep_id).to_table()
+            except FileNotFoundError:
+                merged_all = False
+                continue  # a concurrent compaction of this sweep merged them first
             data = data.replace_schema_metadata(schema_for(table).metadata)
             now = datetime.now(timezone.utc)
             name = f"part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
@@ -64,7 +69,8 @@ def compact(store: TrialStore, sweep: str | None = None) -> list[Compacted]:
             own = files.compacted.get(sweep_id, []) + files.keyed.get(sweep_key(sweep_id), [])
             _delete(store, own)
             done.append(Compacted(table, sweep_id, len(inputs), data.num_rows))
-        _delete(store, files.shared)
+        if merged_all:
+            _delete(store, files.shared)  # every sweep they hold has its rows in a merged file now
     return done
 
 
