@@ -57,7 +57,7 @@ def compact(store: TrialStore, sweep: str | None = None) -> list[Compacted]:
             if not files.shared and len(inputs) <= 1 and inputs == files.compacted.get(sweep_id, []):
                 continue  # nothing to merge
             try:  # exactly the files listed above: the only ones step 3 deletes
-                data = store._dataset(table, inputs, None, sweep_id).to_table()
+                data = store.scan(table, inputs, sweep=sweep_id)
             except FileNotFoundError:
                 merged_all = False
                 continue  # a concurrent compaction of this sweep merged them first
@@ -77,7 +77,7 @@ def compact(store: TrialStore, sweep: str | None = None) -> list[Compacted]:
 def _sweep_ids(store: TrialStore, table: str, paths: list[str]) -> set[str]:
     if not paths:
         return set()
-    column = store._dataset(table, paths, ["sweep_id"]).to_table()["sweep_id"]
+    column = store.scan(table, paths, ["sweep_id"])["sweep_id"]
     return set(pc.unique(column).to_pylist())
 
 

@@ -35,7 +35,6 @@ import hashlib
 import os
 import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -63,7 +62,6 @@ from .store_schema import (
 
 __all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "sweep_key"]
 
-_READ_THREADS = 8  # footers are read concurrently: latency dominates on object stores
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 _KEYED = re.compile(r"-s([0-9a-f]{16})\.parquet$")
 PARTITION_PREFIX = "sweep="
@@ -237,12 +235,12 @@ class TrialStore:
         good, broken = [], []
         for paths in [*files.compacted.values(), *files.keyed.values()]:  # one sweep per group
             try:
-                good.append(self._dataset("trials", paths, list(STATUS_COLUMNS)))
+                good.append(self.scan("trials", paths, list(STATUS_COLUMNS)))
             except BadInput as exc:
                 self.unreadable.append(str(exc))
                 broken.append(paths)
-        shared = self._dataset("trials", files.shared, list(STATUS_COLUMNS))  # raises: could be any sweep
-        tables = [d.to_table() for d in (*good, shared)]
+        shared = self.scan("trials", files.shared, list(STATUS_COLUMNS))  # raises: could be any sweep
+        tables = [*good, shared]
         raw = _to_pandas(pa.concat_tables(tables)) if tables else _to_pandas(_empty("trials", STATUS_COLUMNS))
         trials = _dedup(raw, "trials")
         columns = ["sweep_id", "n_trials", *(f"n_{s}" for s in TRIAL_STATUSES)]
@@ -269,7 +267,7 @@ class TrialStore:
         """Sweep ids that the readable files among ``paths`` (one sweep's group) name."""
         for path in paths:
             try:
-                return set(self._dataset("trials", [path], ["sweep_id"]).to_table()["sweep_id"].to_pylist())
+                return set(self.scan("trials", [path], ["sweep_id"])["sweep_id"].to_pylist())
             except BadInput:
                 continue
         return set()
@@ -283,30 +281,44 @@ class TrialStore:
         for attempt in range(3):
             try:
                 paths = self.files(table, sweep).for_sweep(sweep)
-                data = self._dataset(table, paths, columns, sweep).to_table()
+                data = self.scan(table, paths, columns, sweep)
                 break
             except FileNotFoundError:
                 if attempt == 2:
                     raise
         return data.append_column(_ORDER, pa.array(range(len(data)), pa.int64()))
 
-    def _dataset(self, table: str, paths: list[str], columns: list[str] | None, sweep: str | None = None) -> ds.Scanner:
-        """A scanner over ``paths`` (checked from their footers) projecting ``columns``, rows of ``sweep``."""
+    def scan(
+        self, table: str, paths: list[str], columns: list[str] | None = None, sweep: str | None = None
+    ) -> pa.Table:
+        """The rows of ``paths`` in that order (of ``sweep`` only, if given), projected to ``columns``.
+
+        One ``pyarrow.dataset`` scan reads every footer (in C++ threads) and only the wanted
+        columns; the footers it cached are then checked file by file (version, kind, column types),
+        so a bad file is refused by name whether or not the scan tripped over it.
+        """
         schema = schema_for(table)
         fragments = [_FORMAT.make_fragment(p, filesystem=self.fs) for p in paths]
-        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, max(1, len(paths)))) as pool:
-            physical = list(pool.map(lambda f: _check_part(f, table, schema), fragments))
-        fields = [f.with_nullable(True) for f in schema]
-        for extra in (f for s in physical for f in s if f.name.startswith("config_") and f.name not in schema.names):
-            if extra.name not in {f.name for f in fields}:
-                fields.append(extra.with_nullable(True))  # a TrialConfig field removed since: kept
-        unified = pa.schema(fields, metadata=schema.metadata)
-        data = ds.FileSystemDataset(fragments, unified, _FORMAT, self.fs) if fragments else None
-        wanted = columns if columns is not None else unified.names
+        base = [f.with_nullable(True) for f in schema]
         where = pc.field("sweep_id") == sweep if sweep is not None else None
-        if data is None:
-            return ds.Scanner.from_batches([], schema=pa.schema([unified.field(c) for c in wanted]))
-        return data.scanner(columns=wanted, filter=where)
+
+        def run(fields: list[pa.Field]) -> pa.Table:
+            unified = pa.schema(fields, metadata=schema.metadata)
+            wanted = columns if columns is not None else unified.names
+            if not fragments:
+                return pa.schema([unified.field(c) for c in wanted]).empty_table()
+            return ds.FileSystemDataset(fragments, unified, _FORMAT, self.fs).to_table(columns=wanted, filter=where)
+
+        try:
+            data = run(base)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError):
+            data = None  # a damaged file: the checks below name it
+        extra = _check_parts(fragments, table, schema)
+        if data is None or (extra and columns is None):
+            data = run(base + extra)  # a TrialConfig field removed since: its column is kept
+        return data
 
     def files(self, table: str, sweep: str | None = None) -> Files:
         """List a table's visible files (hidden ``.``/``_`` and non-Parquet names skipped).
@@ -346,16 +358,34 @@ def _visible_part(info: pafs.FileInfo) -> bool:
     )
 
 
-def _check_part(fragment: ds.ParquetFileFragment, table: str, schema: pa.Schema) -> pa.Schema:
-    """Check one part file's footer (version, kind, columns); BadInput names it. Returns its schema."""
-    path = fragment.path
+def _check_parts(fragments: list[ds.ParquetFileFragment], table: str, schema: pa.Schema) -> list[pa.Field]:
+    """Check every part file's footer; return the ``config_*`` fields they hold beyond ``schema``."""
+    checked: list[pa.Schema] = []  # part files mostly share one schema: check each distinct one once
+    extra: dict[str, pa.Field] = {}
+    for fragment in fragments:
+        physical = _footer(fragment)
+        if any(physical.equals(seen, check_metadata=True) for seen in checked):
+            continue
+        _check_part(fragment.path, physical, table, schema)
+        checked.append(physical)
+        for field in physical:
+            if field.name.startswith("config_") and field.name not in schema.names:
+                extra.setdefault(field.name, field.with_nullable(True))
+    return list(extra.values())
+
+
+def _footer(fragment: ds.ParquetFileFragment) -> pa.Schema:
     try:
-        fragment.ensure_complete_metadata()
-        physical = fragment.physical_schema
+        fragment.ensure_complete_metadata()  # already read by the scan, unless it failed first
+        return fragment.physical_schema
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
+        raise BadInput(f"{fragment.path}: not a readable Parquet file ({exc})") from None
+
+
+def _check_part(path: str, physical: pa.Schema, table: str, schema: pa.Schema) -> None:
+    """Check one part file's version, kind and columns; BadInput names it."""
     meta = physical.metadata or {}
     if METADATA_VERSION_KEY not in meta:
         raise BadInput(f"{path}: not a tune-schane part file (no {METADATA_VERSION_KEY.decode()} metadata)")
@@ -374,7 +404,6 @@ def _check_part(fragment: ds.ParquetFileFragment, table: str, schema: pa.Schema)
         found = physical.field(index).type
         if found != field.type and found != pa.null():
             raise BadInput(f"{path}: column {field.name!r} has type {found}, expected {field.type}")
-    return physical
 
 
 def _empty(table: str, columns) -> pa.Table:
