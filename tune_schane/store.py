@@ -19,10 +19,10 @@ row again and readers keep the last one written (by ``written_at``, then by read
 compacted files by name, then part files by name, which sorts by creation time). Failed, pruned,
 diverged and OOM trials keep their rows.
 
-Reading checks every part file's schema version (``tune_schane.schema_version`` in the Parquet
-key-value metadata), table kind and column types from its footer, names the file in a
-:class:`BadInput` when one is corrupt, foreign or of another version, and then scans only the
-columns a read needs with ``pyarrow.dataset``. Readers never modify the store.
+A read scans only the columns it needs with ``pyarrow.dataset`` and checks every part file's schema
+version (``tune_schane.schema_version`` in the Parquet key-value metadata), table kind and column
+types from the footer the scan read (``store_layout.check_parts``), naming the file in a
+:class:`BadInput` when one is corrupt, foreign or of another version. Readers never modify the store.
 
 Returned DataFrames have stable dtypes whatever the nulls: int64 columns come back as pandas
 ``Int64``, bool columns as ``boolean``, float64 columns as ``float64`` (null -> NaN), strings as
@@ -31,14 +31,10 @@ pandas' string dtype and ``written_at`` as ``datetime64[us, UTC]``.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow as pa
@@ -48,10 +44,9 @@ import pyarrow.fs as pafs
 
 from .errors import BadInput
 from .faults import fault_point
+from .store_layout import Files, check_parts, list_files, partition_dir, sweep_key
 from .store_schema import (
     KEY_COLUMNS,
-    METADATA_TABLE_KEY,
-    METADATA_VERSION_KEY,
     SCHEMA_VERSION,
     TRIAL_STATUSES,
     check_name,
@@ -60,24 +55,12 @@ from .store_schema import (
     validate_trial_row,
 )
 
-__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "sweep_key"]
+__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "partition_dir", "sweep_key"]
 
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
-_KEYED = re.compile(r"-s([0-9a-f]{16})\.parquet$")
-PARTITION_PREFIX = "sweep="
 STATUS_COLUMNS = ("sweep_id", "trial_id", "status", "written_at")  # all that sweeps() reads
 _FORMAT = ds.ParquetFileFormat()
 _ORDER = "_order"
-
-
-def sweep_key(sweep_id: str) -> str:
-    """16 hex digits naming a sweep in part file names (ids may hold spaces, colons, 200 characters)."""
-    return hashlib.sha256(sweep_id.encode()).hexdigest()[:16]
-
-
-def partition_dir(sweep_id: str) -> str:
-    """The Hive-style folder name of a sweep's compacted files: ``sweep=<%-encoded id>``."""
-    return PARTITION_PREFIX + quote(sweep_id, safe="")
 
 
 def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
@@ -90,29 +73,6 @@ def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
     else:
         fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
     return fs, root.rstrip("/") or "/"
-
-
-@dataclass
-class Files:
-    """The visible files of one table, as the store's layout groups them (paths sorted by name)."""
-
-    compacted: dict[str, list[str]]  # sweep_id -> files in its partition folder
-    keyed: dict[str, list[str]]  # sweep key -> part files of that one sweep
-    shared: list[str]  # part files without a key: any sweep (old stores, multi-sweep writes)
-
-    def for_sweep(self, sweep: str | None) -> list[str]:
-        """Every file that may hold rows of ``sweep`` (None: all), in read order."""
-        if sweep is None:
-            compacted = [p for s in sorted(self.compacted) for p in self.compacted[s]]
-            parts = [p for k in self.keyed.values() for p in k] + self.shared
-        else:
-            compacted = self.compacted.get(sweep, [])
-            parts = self.keyed.get(sweep_key(sweep), []) + self.shared
-        return compacted + sorted(parts, key=_base_name)
-
-
-def _base_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
 
 
 class TrialStore:
@@ -315,95 +275,16 @@ class TrialStore:
             raise
         except (pa.ArrowException, OSError):
             data = None  # a damaged file: the checks below name it
-        extra = _check_parts(fragments, table, schema)
+        extra = check_parts(fragments, table, schema)
         if data is None or (extra and columns is None):
             data = run(base + extra)  # a TrialConfig field removed since: its column is kept
         return data
 
     def files(self, table: str, sweep: str | None = None) -> Files:
-        """List a table's visible files (hidden ``.``/``_`` and non-Parquet names skipped).
-
-        With ``sweep``, only that sweep's partition folder is listed: the other sweeps' folders cost
-        nothing (the flat part files of every sweep are one listing).
-        """
-        folder = f"{self.root}/{table}"
-        root_info, info = self.fs.get_file_info([self.root, folder])
-        if root_info.type == pafs.FileType.File:
+        """A table's visible files, grouped as the layout says (see ``store_layout.list_files``)."""
+        if self.fs.get_file_info(self.root).type == pafs.FileType.File:
             raise BadInput(f"store {self.uri}: is a file, not a folder")
-        out = Files({}, {}, [])
-        if info.type != pafs.FileType.Directory:
-            return out
-        wanted = None if sweep is None else partition_dir(sweep)
-        for entry in sorted(self.fs.get_file_info(pafs.FileSelector(folder)), key=lambda i: i.base_name):
-            if entry.base_name.startswith((".", "_")):
-                continue
-            if entry.type == pafs.FileType.Directory and entry.base_name.startswith(PARTITION_PREFIX):
-                if wanted is not None and entry.base_name != wanted:
-                    continue
-                listed = self.fs.get_file_info(pafs.FileSelector(entry.path))
-                out.compacted[unquote(entry.base_name[len(PARTITION_PREFIX) :])] = sorted(
-                    i.path for i in listed if _visible_part(i)
-                )
-            elif _visible_part(entry):
-                match = _KEYED.search(entry.base_name)
-                (out.keyed.setdefault(match.group(1), []) if match else out.shared).append(entry.path)
-        return out
-
-
-def _visible_part(info: pafs.FileInfo) -> bool:
-    return (
-        info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
-    )
-
-
-def _check_parts(fragments: list[ds.ParquetFileFragment], table: str, schema: pa.Schema) -> list[pa.Field]:
-    """Check every part file's footer; return the ``config_*`` fields they hold beyond ``schema``."""
-    checked: list[pa.Schema] = []  # part files mostly share one schema: check each distinct one once
-    extra: dict[str, pa.Field] = {}
-    for fragment in fragments:
-        physical = _footer(fragment)
-        if any(physical.equals(seen, check_metadata=True) for seen in checked):
-            continue
-        _check_part(fragment.path, physical, table, schema)
-        checked.append(physical)
-        for field in physical:
-            if field.name.startswith("config_") and field.name not in schema.names:
-                extra.setdefault(field.name, field.with_nullable(True))
-    return list(extra.values())
-
-
-def _footer(fragment: ds.ParquetFileFragment) -> pa.Schema:
-    try:
-        fragment.ensure_complete_metadata()  # already read by the scan, unless it failed first
-        return fragment.physical_schema
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{fragment.path}: not a readable Parquet file ({exc})") from None
-
-
-def _check_part(path: str, physical: pa.Schema, table: str, schema: pa.Schema) -> None:
-    """Check one part file's version, kind and columns; BadInput names it."""
-    meta = physical.metadata or {}
-    if METADATA_VERSION_KEY not in meta:
-        raise BadInput(f"{path}: not a tune-schane part file (no {METADATA_VERSION_KEY.decode()} metadata)")
-    version = meta[METADATA_VERSION_KEY].decode(errors="replace")
-    if version != str(SCHEMA_VERSION):
-        raise BadInput(f"{path}: schema version {version}, this tune-schane reads version {SCHEMA_VERSION}")
-    kind = meta.get(METADATA_TABLE_KEY, b"").decode(errors="replace")
-    if kind != table:
-        raise BadInput(f"{path}: holds a {kind or 'unknown'!r} table, expected {table!r}")
-    for field in schema:
-        index = physical.get_field_index(field.name)
-        if index < 0:
-            if field.name.startswith("config_"):
-                continue  # a TrialConfig field added since: reads as null
-            raise BadInput(f"{path}: column {field.name!r} is missing")
-        found = physical.field(index).type
-        if found != field.type and found != pa.null():
-            raise BadInput(f"{path}: column {field.name!r} has type {found}, expected {field.type}")
+        return list_files(self.fs, f"{self.root}/{table}", sweep)
 
 
 def _empty(table: str, columns) -> pa.Table:
