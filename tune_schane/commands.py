@@ -73,7 +73,7 @@ def _local_resources() -> tuple[float, float]:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from .compaction import compact
+    from .compaction import compact_finished_sweep
     from .space import default_space_path, load_space
     from .store import check_name
 
@@ -107,7 +107,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                            resume=args.resume)
     finally:
         ray_tune.shutdown()
-    compact(store, sweep_id)  # one file per table for the finished sweep (tune_schane/compaction.py)
+    compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep
     print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
     print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
     return 0

@@ -21,12 +21,14 @@ A reader that finds a file gone retries from the listing (``TrialStore.read_tabl
 from __future__ import annotations
 
 import argparse
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow.compute as pc
 
+from .errors import BadInput
 from .faults import fault_point
 from .store import TrialStore, partition_dir, sweep_key
 from .store_schema import TABLES, check_name, schema_for
@@ -72,6 +74,14 @@ def compact(store: TrialStore, sweep: str | None = None) -> list[Compacted]:
         if merged_all:
             _delete(store, files.shared)  # every sweep they hold has its rows in a merged file now
     return done
+
+
+def compact_finished_sweep(store: TrialStore, sweep_id: str) -> None:
+    """What ``tune-schane sweep`` calls when it ends: a file it cannot read must not fail the sweep."""
+    try:
+        compact(store, sweep_id)
+    except BadInput as exc:
+        print(f"tune-schane: warning: sweep {sweep_id} left uncompacted: {exc}", file=sys.stderr)
 
 
 def _sweep_ids(store: TrialStore, table: str, paths: list[str]) -> set[str]:
