@@ -41,6 +41,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status_command(args)
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from .compaction import compact_command
+
+    return compact_command(args)
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.command import analyze_command
 
@@ -88,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", _cmd_status, "List the sweeps in a store with trial counts by status.")
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+
+    p = add("compact", _cmd_compact, "Merge each sweep's part files into one file per table (crash-safe).")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+    p.add_argument("--sweep", default=None, help="sweep id (default: every sweep)")
 
     p = add("analyze", _cmd_analyze, "Batch-size sensitivity, importance, plots and an HTML report.")
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")

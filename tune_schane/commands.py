@@ -73,6 +73,7 @@ def _local_resources() -> tuple[float, float]:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
+    from .compaction import compact_finished_sweep
     from .space import default_space_path, load_space
     from .store import check_name
 
@@ -106,6 +107,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                            resume=args.resume)
     finally:
         ray_tune.shutdown()
+    compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep
     print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
     print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
     return 0
@@ -141,6 +143,8 @@ def print_best(trials, metric: str, mode: str, top: int = 5) -> None:
 def status_command(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     sweeps = store.sweeps()
+    for line in store.unreadable:  # a broken file of one sweep hides none of the others
+        print(f"tune-schane: warning: {line} (its sweep is listed without counts)", file=sys.stderr)
     if sweeps.empty:
         print(f"no trials in store {args.store}")
         return 0

@@ -2,19 +2,27 @@
 
 Layout (documented for readers outside this package in ``trials/README.md``)::
 
-    <store>/trials/part-<UTC timestamp>-<uuid>.parquet   one row per trial
-    <store>/epochs/part-<UTC timestamp>-<uuid>.parquet   one row per trial per epoch
-    <store>/spaces/<sweep_id>.yaml                      the search space a sweep ran with
+    <store>/trials/part-<UTC timestamp>-<uuid>-s<key>.parquet   rows of one sweep, one file per write
+    <store>/trials/sweep=<id, %-encoded>/part-....parquet       that sweep's rows after ``compact``
+    <store>/epochs/...                                          the same, one row per trial per epoch
+    <store>/spaces/<sweep_id>.yaml                              the search space a sweep ran with
+
+``<key>`` is :func:`sweep_key` of the one sweep a write holds, so that reading one sweep opens only
+its own files. A write holding several sweeps, and every file of a store written before keys existed,
+has no key (``part-<timestamp>-<uuid>.parquet``): it is read for every sweep and filtered, until
+``tune-schane compact`` (``tune_schane.compaction``) moves its rows into the partition folders.
 
 Every write makes a new part file: it is written under a hidden temporary name (``.tmp-...``, which
 this reader and pyarrow/pandas skip) and then moved into place, so a writer killed mid-write leaves
 no partial file that readers see. Nothing is rewritten in place; a resumed sweep writes a trial's
-row again and readers keep the last one written (by ``written_at``, then by part file name, which
-sorts by creation time). Failed, pruned, diverged and OOM trials keep their rows.
+row again and readers keep the last one written (by ``written_at``, then by read order: a sweep's
+compacted files by name, then part files by name, which sorts by creation time). Failed, pruned,
+diverged and OOM trials keep their rows.
 
-Reading checks every part file's schema version (``tune_schane.schema_version`` in the Parquet
-key-value metadata) and table kind, and names the file in a :class:`BadInput` when one is corrupt,
-foreign or of another version. Readers never modify the store.
+A read scans only the columns it needs with ``pyarrow.dataset`` and checks every part file's schema
+version (``tune_schane.schema_version`` in the Parquet key-value metadata), table kind and column
+types from the footer the scan read (``store_layout.check_parts``), naming the file in a
+:class:`BadInput` when one is corrupt, foreign or of another version. Readers never modify the store.
 
 Returned DataFrames have stable dtypes whatever the nulls: int64 columns come back as pandas
 ``Int64``, bool columns as ``boolean``, float64 columns as ``float64`` (null -> NaN), strings as
@@ -25,22 +33,20 @@ from __future__ import annotations
 
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from .errors import BadInput
 from .faults import fault_point
+from .store_layout import Files, check_parts, list_files, partition_dir, sweep_key
 from .store_schema import (
     KEY_COLUMNS,
-    METADATA_TABLE_KEY,
-    METADATA_VERSION_KEY,
     SCHEMA_VERSION,
     TRIAL_STATUSES,
     check_name,
@@ -49,10 +55,12 @@ from .store_schema import (
     validate_trial_row,
 )
 
-__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name"]
+__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "partition_dir", "sweep_key"]
 
-_READ_THREADS = 8  # part files are read concurrently: latency dominates on object stores
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+STATUS_COLUMNS = ("sweep_id", "trial_id", "status", "written_at")  # all that sweeps() reads
+_FORMAT = ds.ParquetFileFormat()
+_ORDER = "_order"
 
 
 def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
@@ -75,6 +83,7 @@ class TrialStore:
         if not self.uri:
             raise BadInput("store: empty path")
         self.fs, self.root = open_filesystem(self.uri, "store")
+        self.unreadable: list[str] = []  # set by sweeps(): one line per file it had to leave out
 
     def __repr__(self) -> str:
         return f"TrialStore({self.uri!r})"
@@ -101,14 +110,20 @@ class TrialStore:
             return None
         schema = schema_for(table)
         columns = [pa.array([r[f.name] for r in records], type=f.type) for f in schema]
-        data = pa.Table.from_arrays(columns, schema=schema)
-        folder = f"{self.root}/{table}"
+        sweeps = {r["sweep_id"] for r in records}
+        key = f"-s{sweep_key(next(iter(sweeps)))}" if len(sweeps) == 1 else ""
+        name = f"part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}{key}.parquet"
+        return self.write_file(f"{self.root}/{table}", name, pa.Table.from_arrays(columns, schema=schema))
+
+    def write_file(self, folder: str, name: str, data: pa.Table, fault: str = "store-write") -> str:
+        """Write ``data`` as ``folder/name`` through a hidden temporary file and a rename."""
+        import pyarrow.parquet as pq
+
         self.fs.create_dir(folder, recursive=True)
-        name = f"part-{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
         tmp, final = f"{folder}/.tmp-{name}", f"{folder}/{name}"
         try:
             pq.write_table(data, tmp, filesystem=self.fs)
-            fault_point("store-write")
+            fault_point(fault)
             self.fs.move(tmp, final)
         except BaseException:
             try:
@@ -147,7 +162,7 @@ class TrialStore:
 
     def load_trials(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per (sweep_id, trial_id), the last one written; sorted by sweep and trial."""
-        return _dedup(self._load_raw("trials", sweep), "trials")
+        return _dedup(_to_pandas(self.read_table("trials", sweep)), "trials")
 
     def load_epochs(self, sweep: str | None = None) -> pd.DataFrame:
         """One row per (sweep_id, trial_id, epoch), the last one written; sorted by the keys.
@@ -155,8 +170,9 @@ class TrialStore:
         Epochs above the ``epochs_run`` of a trial's current row are left out: they come from an
         attempt that a resumed sweep ran again and ended earlier (see trials/README.md).
         """
-        epochs = _dedup(self._load_raw("epochs", sweep), "epochs")
-        trials = self.load_trials(sweep)
+        epochs = _dedup(_to_pandas(self.read_table("epochs", sweep)), "epochs")
+        columns = ["sweep_id", "trial_id", "written_at", "epochs_run"]
+        trials = _dedup(_to_pandas(self.read_table("trials", sweep, columns)), "trials")
         if epochs.empty or trials.empty:
             return epochs
         limit = trials.set_index(["sweep_id", "trial_id"])["epochs_run"]
@@ -169,9 +185,23 @@ class TrialStore:
         """One row per sweep: ``n_trials``, ``n_<status>`` for each status, first/last ``written_at``.
 
         Counts are over the latest row of each trial; ``first_written_at`` is the earliest write of
-        any of the sweep's trial rows, including rows a resume has since superseded.
+        any of the sweep's trial rows, including rows a resume has since superseded. A sweep with an
+        unreadable file does not hide the others: its counts are left empty (NA) where its id is
+        known, and :attr:`unreadable` names the file (``analyze`` of that sweep refuses, naming it).
+        A broken file without a sweep key (see module doc) could hold any sweep: BadInput.
         """
-        raw = self._load_raw("trials", None)
+        files = self.files("trials")
+        self.unreadable = []
+        good, broken = [], []
+        for paths in [*files.compacted.values(), *files.keyed.values()]:  # one sweep per group
+            try:
+                good.append(self.scan("trials", paths, list(STATUS_COLUMNS)))
+            except BadInput as exc:
+                self.unreadable.append(str(exc))
+                broken.append(paths)
+        shared = self.scan("trials", files.shared, list(STATUS_COLUMNS))  # raises: could be any sweep
+        tables = [*good, shared]
+        raw = _to_pandas(pa.concat_tables(tables)) if tables else _to_pandas(_empty("trials", STATUS_COLUMNS))
         trials = _dedup(raw, "trials")
         columns = ["sweep_id", "n_trials", *(f"n_{s}" for s in TRIAL_STATUSES)]
         columns += ["first_written_at", "last_written_at"]
@@ -180,88 +210,98 @@ class TrialStore:
             out["sweep_id"] = out["sweep_id"].astype(trials["sweep_id"].dtype)
             for c in ("first_written_at", "last_written_at"):
                 out[c] = out[c].astype(trials["written_at"].dtype)
-            return out
-        counts = pd.crosstab(trials["sweep_id"], trials["status"]).reindex(columns=list(TRIAL_STATUSES))
-        counts = counts.fillna(0).astype("int64").add_prefix("n_")
-        counts.insert(0, "n_trials", counts.sum(axis=1))
-        times = raw.groupby("sweep_id")["written_at"].agg(first_written_at="min", last_written_at="max")
-        out = counts.join(times).rename_axis(None, axis=1).reset_index()
-        return out[columns].sort_values("sweep_id", ignore_index=True)
-
-    def _load_raw(self, table: str, sweep: str | None) -> pd.DataFrame:
-        """Every row of every part file (no dedup), plus ``_order``: the write order of rows."""
-        schema = schema_for(table)
-        paths = self._part_files(table)
-        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, max(1, len(paths)))) as pool:
-            tables = list(pool.map(lambda p: _read_part(self.fs, p, table, schema, sweep), paths))
-        data = pa.concat_tables(tables, promote_options="permissive") if tables else schema.empty_table()
-        frame = data.to_pandas(types_mapper=_PANDAS_TYPES.get)
-        frame["_order"] = range(len(frame))
-        return frame
-
-    def _part_files(self, table: str) -> list[str]:
-        """Visible part files, sorted by name (= creation time); hidden and non-Parquet files skipped."""
-        folder = f"{self.root}/{table}"
-        root_info = self.fs.get_file_info(self.root)
-        if root_info.type == pafs.FileType.File:
-            raise BadInput(f"store {self.uri}: is a file, not a folder")
-        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
-            return []
-        infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=False))
-        return sorted(
-            i.path for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-            and not i.base_name.startswith((".", "_"))
-        )  # fmt: skip
-
-
-def _read_part(fs: pafs.FileSystem, path: str, table: str, schema: pa.Schema, sweep: str | None) -> pa.Table:
-    """Read one part file, check its version and kind, conform it to ``schema``; BadInput names it."""
-    try:
-        with fs.open_input_file(path) as handle:
-            data = pq.ParquetFile(handle).read()
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{path}: not a readable Parquet file ({exc})") from None
-    meta = data.schema.metadata or {}
-    if METADATA_VERSION_KEY not in meta:
-        raise BadInput(f"{path}: not a tune-schane part file (no {METADATA_VERSION_KEY.decode()} metadata)")
-    version = meta[METADATA_VERSION_KEY].decode(errors="replace")
-    if version != str(SCHEMA_VERSION):
-        raise BadInput(f"{path}: schema version {version}, this tune-schane reads version {SCHEMA_VERSION}")
-    kind = meta.get(METADATA_TABLE_KEY, b"").decode(errors="replace")
-    if kind != table:
-        raise BadInput(f"{path}: holds a {kind or 'unknown'!r} table, expected {table!r}")
-    data = _conform(data, schema, path)
-    return data.filter(pc.equal(data["sweep_id"], sweep)) if sweep is not None else data
-
-
-def _conform(data: pa.Table, schema: pa.Schema, path: str) -> pa.Table:
-    """Cast to the current schema. ``config_*`` columns follow TrialConfig as it changes: a missing
-    one (a field added since) reads as null, an unknown one (a field removed since) is kept at the end.
-    Any other missing column means a damaged file."""
-    columns, fields = [], []
-    for field in schema:
-        if field.name in data.column_names:
-            column = data[field.name]
-        elif field.name.startswith("config_"):
-            column = pa.nulls(len(data), field.type)
         else:
-            raise BadInput(f"{path}: column {field.name!r} is missing")
+            counts = pd.crosstab(trials["sweep_id"], trials["status"]).reindex(columns=list(TRIAL_STATUSES))
+            counts = counts.fillna(0).astype("int64").add_prefix("n_")
+            counts.insert(0, "n_trials", counts.sum(axis=1))
+            times = raw.groupby("sweep_id")["written_at"].agg(first_written_at="min", last_written_at="max")
+            out = counts.join(times).rename_axis(None, axis=1).reset_index()[columns]
+        names = {s for paths in broken for s in self._readable_sweep_ids(paths)} - set(out["sweep_id"])
+        if names:
+            out = out.astype({c: "Int64" for c in columns[1:-2]})
+            extra = pd.DataFrame({"sweep_id": pd.Series(sorted(names), dtype=out["sweep_id"].dtype)})
+            out = pd.concat([out, extra.reindex(columns=columns)], ignore_index=True).astype(out.dtypes.to_dict())
+        return out.sort_values("sweep_id", ignore_index=True)
+
+    def _readable_sweep_ids(self, paths: list[str]) -> set[str]:
+        """Sweep ids that the readable files among ``paths`` (one sweep's group) name."""
+        for path in paths:
+            try:
+                return set(self.scan("trials", [path], ["sweep_id"])["sweep_id"].to_pylist())
+            except BadInput:
+                continue
+        return set()
+
+    def read_table(self, table: str, sweep: str | None, columns: list[str] | None = None) -> pa.Table:
+        """Every row (no dedup) that may belong to ``sweep``, in read order, with ``_order`` added.
+
+        A file that vanishes under the read (a concurrent ``compact`` deleted it after writing its
+        rows elsewhere) makes the read start again from the listing.
+        """
+        for attempt in range(3):
+            try:
+                paths = self.files(table, sweep).for_sweep(sweep)
+                data = self.scan(table, paths, columns, sweep)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        return data.append_column(_ORDER, pa.array(range(len(data)), pa.int64()))
+
+    def scan(
+        self, table: str, paths: list[str], columns: list[str] | None = None, sweep: str | None = None
+    ) -> pa.Table:
+        """The rows of ``paths`` in that order (of ``sweep`` only, if given), projected to ``columns``.
+
+        One ``pyarrow.dataset`` scan reads every footer (in C++ threads) and only the wanted
+        columns; the footers it cached are then checked file by file (version, kind, column types),
+        so a bad file is refused by name whether or not the scan tripped over it.
+        """
+        schema = schema_for(table)
+        fragments = [_FORMAT.make_fragment(p, filesystem=self.fs) for p in paths]
+        base = [f.with_nullable(True) for f in schema]
+        where = pc.field("sweep_id") == sweep if sweep is not None else None
+
+        def run(fields: list[pa.Field]) -> pa.Table:
+            unified = pa.schema(fields, metadata=schema.metadata)
+            wanted = columns if columns is not None else unified.names
+            if not fragments:
+                return pa.schema([unified.field(c) for c in wanted]).empty_table()
+            return ds.FileSystemDataset(fragments, unified, _FORMAT, self.fs).to_table(columns=wanted, filter=where)
+
         try:
-            columns.append(column.cast(field.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise BadInput(f"{path}: column {field.name!r} has type {column.type}, expected {field.type}") from None
-        fields.append(field.with_nullable(True))
-    for name in data.column_names:
-        if name.startswith("config_") and name not in schema.names:
-            columns.append(data[name])
-            fields.append(data.schema.field(name).with_nullable(True))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+            data = run(base)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError):
+            data = None  # a damaged file: the checks below name it
+        extra = check_parts(fragments, table, schema)
+        if data is None or (extra and columns is None):
+            data = run(base + extra)  # a TrialConfig field removed since: its column is kept
+        return data
+
+    def files(self, table: str, sweep: str | None = None) -> Files:
+        """A table's visible files, grouped as the layout says (see ``store_layout.list_files``)."""
+        if self.fs.get_file_info(self.root).type == pafs.FileType.File:
+            raise BadInput(f"store {self.uri}: is a file, not a folder")
+        return list_files(self.fs, f"{self.root}/{table}", sweep)
+
+
+def _empty(table: str, columns) -> pa.Table:
+    schema = schema_for(table)
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
+
+
+def _to_pandas(data: pa.Table) -> pd.DataFrame:
+    frame = data.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    if _ORDER not in frame.columns:
+        frame[_ORDER] = range(len(frame))
+    return frame
 
 
 def _dedup(raw: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Keep the last written row per key: latest ``written_at``, ties broken by write order."""
+    """Keep the last written row per key: latest ``written_at``, ties broken by read order."""
     keys = list(KEY_COLUMNS[table])
-    out = raw.sort_values(["written_at", "_order"], kind="stable")
+    out = raw.sort_values(["written_at", _ORDER], kind="stable")
     out = out.drop_duplicates(keys, keep="last").sort_values(keys, kind="stable")
-    return out.drop(columns="_order").reset_index(drop=True)
+    return out.drop(columns=_ORDER).reset_index(drop=True)
