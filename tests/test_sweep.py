@@ -219,6 +219,47 @@ resources: {cpu: 1}
     assert row["config_memory_budget_mb"] == 1.0
 
 
+def _tree_bytes(folder) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+@pytest.mark.slow
+def test_ended_trials_keep_no_checkpoints_but_the_best_ones_last(tmp_path, local_ray):
+    """Issue 16 item 5: while trials run Ray keeps CHECKPOINTS_KEPT each (resume safety); a finished
+    sweep keeps only the best trial's last checkpoint, in folders named by trial id alone."""
+    path = write_space(tmp_path, FAST_FIXED + """\
+name: keep
+params:
+  loss: {choice: [ce]}
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+  batch_size: {choice: [16]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: random, seed: 0}
+scheduler: {type: fifo, max_epochs: 3}
+num_samples: 6
+max_concurrent: 2
+resources: {cpu: 1, gpu: 0}
+""")
+    space = load_space(path)
+    sizes, kept = {}, {}
+    for keep in ("all", "best"):
+        storage = tmp_path / f"ray-{keep}"
+        results, _ = ray_tune.run_sweep(space, sweep_id=keep, store_uri=str(tmp_path / "store"),
+                                        storage_path=str(storage), verbose=0, keep_checkpoints=keep)
+        trial_dirs = [d for d in (storage / keep).iterdir() if d.is_dir()]
+        assert sorted(d.name for d in trial_dirs) == sorted(f"trial_{r.metrics['trial_id']}" for r in results)
+        kept[keep] = sorted(c.relative_to(storage / keep) for c in (storage / keep).glob("*/checkpoint_*"))
+        sizes[keep] = _tree_bytes(storage)
+    store = TrialStore(tmp_path / "store")
+    assert len(kept["all"]) == 6 * 3  # 3 epochs each, under CHECKPOINTS_KEPT = 4: Ray's rule keeps them all
+    rows = store.load_trials("best").set_index("trial_id")
+    assert len(kept["best"]) == 1
+    kept_id = kept["best"][0].parts[0].removeprefix("trial_")
+    assert rows.loc[kept_id, "best_objective"] == rows["best_objective"].max()  # a best trial (ties: any)
+    assert sizes["best"] <= 0.10 * sizes["all"], sizes
+    assert set(store.load_trials("best")["status"]) == {"completed"}  # the rows were written before the deletes
+
+
 @pytest.mark.slow
 def test_cli_sweep_runs_and_status_counts_it(tmp_path, capsys, local_ray):
     path = write_space(tmp_path, FAST_FIXED + """\

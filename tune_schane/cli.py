@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join a running Ray cluster (ray start --head)")
     p.add_argument("--name", default=None, help="sweep id (default: <space name>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    p.add_argument("--keep-checkpoints", choices=["best", "none", "all"], default="best",
+                   help="what the finished sweep leaves in its Ray storage: the best trial's last checkpoint "
+                        "(default), none, or all (Ray's rule: the last 4 of every trial)")
     p.add_argument("--num-samples", type=int, default=None, help="override the space's num_samples")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     p.add_argument("--num-gpus", type=int, default=None,

@@ -104,7 +104,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             store.write_space(sweep_id, space.source)
         print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
         ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
-                           resume=args.resume)
+                           resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"))
     finally:
         ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep

@@ -11,7 +11,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ..space import SearchSpace
-from .recording import StoreCallback, reconcile_store
+from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .scheduler import CellASHA
 from .searchers import CellSearcher
 from .trainable import trainable
@@ -40,6 +40,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 # small JSON write per second on the driver (Ray warns if a save takes long; on an object store,
 # raise it with TUNE_GLOBAL_CHECKPOINT_S).
 CHECKPOINTS_KEPT = 4
+KEEP_CHECKPOINTS = ("best", "none", "all")  # what a finished sweep leaves (run_sweep's keep_checkpoints)
 EXPERIMENT_STATE_PERIOD_S = "1"
 
 
@@ -52,16 +53,22 @@ def run_sweep(
     resume: bool = False,
     max_failures: int = 2,
     verbose: int = 1,
+    keep_checkpoints: str = "best",
 ) -> tuple[tune.ResultGrid, CellSearcher | None]:
     """Run (or resume) a sweep; every trial ends up in the store (see CHECKPOINTS_KEPT for resume safety).
 
     Returns Ray's results and the searcher (None on resume: Ray restores its own copy), whose
-    Optuna studies tests inspect.
+    Optuna studies tests inspect. ``keep_checkpoints``: ``"best"`` (the best trial's last checkpoint
+    stays), ``"none"`` or ``"all"`` (Ray's own rule: CHECKPOINTS_KEPT per trial). While trials run,
+    CHECKPOINTS_KEPT stays in force (resume safety); an ended trial keeps its latest two once its row
+    is in the store (see StoreCallback), and the sweep's end applies ``keep_checkpoints``.
     """
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     resources = tune.with_resources(
         trainable, lambda config: tune.PlacementGroupFactory([_bundle(config["resources"])]))
-    callback = StoreCallback(store_uri, sweep_id, space)
+    if keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints: {keep_checkpoints!r} is not one of {KEEP_CHECKPOINTS}")
+    callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all")
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=max_failures),
@@ -80,11 +87,19 @@ def run_sweep(
             resources,
             tune_config=tune.TuneConfig(metric=space.objective_metric, mode=space.objective_mode,
                                         search_alg=searcher, scheduler=scheduler, num_samples=total,
-                                        reuse_actors=True),
+                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
             run_config=run_config)
     results = tuner.fit()
     reconcile_store(results, store_uri, sweep_id, space)
+    if keep_checkpoints != "all":
+        drop_sweep_checkpoints(results, keep=keep_checkpoints, metric=space.objective_metric,
+                               mode=space.objective_mode)
     return results, cell_searcher
+
+
+def trial_dirname(trial) -> str:
+    """``trial_<id>``: hyperparameters live in the store, not in folder names (Ray's default repeats the config)."""
+    return f"trial_{trial.trial_id}"
 
 
 def _bundle(resources: dict) -> dict:

@@ -43,10 +43,18 @@ def _last_line(text: str) -> str:
 
 
 class StoreCallback(tune.Callback):
-    """Writes each trial to the store when it ends: completed, pruned, diverged, oom or error."""
+    """Writes each trial to the store when it ends: completed, pruned, diverged, oom or error.
 
-    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace) -> None:
+    With ``prune_checkpoints``, once a trial's row is in the store its older checkpoints go and its
+    latest two stay: a driver killed now resumes from the experiment state saved up to a second ago
+    (driver.EXPERIMENT_STATE_PERIOD_S), which may still name the trial running at its previous
+    checkpoint; Ray then reruns its last epoch and the row is written again (last write wins).
+    :func:`drop_sweep_checkpoints` at the end of the sweep decides about the rest.
+    """
+
+    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True) -> None:
         self.store_uri, self.sweep_id, self.space = store_uri, sweep_id, space
+        self.prune_checkpoints = prune_checkpoints
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         fault_point("result")
@@ -60,6 +68,39 @@ class StoreCallback(tune.Callback):
     def _write(self, trial, error: str | None) -> None:
         record_ray_trial(TrialStore(self.store_uri), self.sweep_id, self.space, trial_id=trial.trial_id,
                          config=trial.config, result=trial.last_result, checkpoint=trial.checkpoint, error=error)
+        if self.prune_checkpoints:  # only after the row landed: until then the checkpoint is the record
+            drop_checkpoints(trial.storage.storage_filesystem, trial.storage.trial_fs_path, keep_latest=2)
+
+
+def drop_checkpoints(filesystem, trial_path: str, *, keep: str | None = None, keep_latest: int = 0) -> int:
+    """Delete the ``checkpoint_*`` folders of one trial on its storage filesystem, except the folder
+    ``keep`` and the ``keep_latest`` newest (Ray numbers them in order: ``checkpoint_000003``)."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(trial_path, allow_not_found=True)
+    folders = sorted(info.path for info in filesystem.get_file_info(selector)
+                     if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    kept = set(folders[len(folders) - keep_latest:]) if keep_latest else set()
+    gone = [path for path in folders if path not in kept and (keep is None or path.rstrip("/") != keep.rstrip("/"))]
+    for path in gone:
+        filesystem.delete_dir(path)
+    return len(gone)
+
+
+def drop_sweep_checkpoints(results: tune.ResultGrid, *, keep: str, metric: str, mode: str) -> int:
+    """At the end of a sweep: ``keep="best"`` leaves the best trial's latest checkpoint, ``"none"`` nothing."""
+    best_path = None
+    if keep == "best":
+        try:
+            best = results.get_best_result(metric=metric, mode=mode, scope="all")
+            best_path = best.checkpoint.path if best.checkpoint is not None else None
+        except RuntimeError:  # no trial reported the metric
+            best_path = None
+    dropped = 0
+    for result in results:
+        if result.path and result.filesystem is not None:
+            dropped += drop_checkpoints(result.filesystem, result.path, keep=best_path)
+    return dropped
 
 
 def _error_text(trial) -> str:
