@@ -78,7 +78,11 @@ def build_model(
         raise BadInput(f"model: unknown timm model {name!r} (see timm.list_models())")
     if pretrained and weights:
         raise BadInput("model: give either pretrained: true (hub) or weights: PATH (local file), not both")
-    kwargs = _backbone_kwargs(timm, name, img_size=img_size, drop_path_rate=drop_path_rate)
+    kwargs: dict = {"num_classes": 0}
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if img_size is not None:
+        kwargs["img_size"] = img_size  # ViT-like models fix their position embeddings to the input size
     overlay = None
     if weights:
         overlay = {"state_dict": local_backbone_state(timm, name, weights, kwargs)}
@@ -89,37 +93,35 @@ def build_model(
     return ContrastiveClassifier(backbone, backbone.num_features, num_classes, proj_dim)
 
 
-def _backbone_kwargs(timm, name: str, *, img_size: int | None, drop_path_rate: float) -> dict:
-    """``create_model`` arguments; ``img_size`` only for models that take it (ViT-like ones fix their
-    position embeddings to the input size; convolutional nets take any input and refuse the argument)."""
-    kwargs: dict = {"num_classes": 0}
-    if drop_path_rate:
-        kwargs["drop_path_rate"] = drop_path_rate
-    if img_size is not None:
-        try:
-            _skeleton(timm, name, {**kwargs, "img_size": img_size})
-            kwargs["img_size"] = img_size
-        except TypeError as exc:
-            if "img_size" not in str(exc):
-                raise BadInput(f"model {name!r}: {exc}") from None
-    return kwargs
+def _create(timm, name: str, kwargs: dict, **options) -> nn.Module:
+    """``timm.create_model``, dropping ``img_size`` for models that refuse it (convolutional nets take
+    any input size); the only place that rule lives."""
+    try:
+        return timm.create_model(name, **options, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in kwargs or "img_size" not in str(exc):
+            raise
+        return timm.create_model(name, **options, **{k: v for k, v in kwargs.items() if k != "img_size"})
 
 
 def _skeleton(timm, name: str, kwargs: dict) -> nn.Module:
     """The backbone without weights: on the meta device (no memory, no init), or on the CPU for a
     model whose constructor computes with tensor values (which meta tensors do not have)."""
     try:
-        with torch.device("meta"):
-            return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError:
-        raise
-    except Exception:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            with torch.device("meta"):
+                return _create(timm, name, kwargs, pretrained=False)
+        except TypeError:
+            raise
+        except Exception:
+            return _create(timm, name, kwargs, pretrained=False)
+    except TypeError as exc:
+        raise BadInput(f"model {name!r}: {exc}") from None
 
 
 def _create_backbone(timm, name: str, *, pretrained: bool, overlay: dict | None, kwargs: dict) -> nn.Module:
     try:
-        return timm.create_model(name, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs)
+        return _create(timm, name, kwargs, pretrained=pretrained, pretrained_cfg_overlay=overlay)
     except TypeError as exc:
         raise BadInput(f"model {name!r}: {exc}") from None
     except Exception as exc:

@@ -10,7 +10,7 @@ malformed file is refused with one line naming it (wrong magic number, wrong siz
 gzip, labels out of range, images and labels of different counts).
 
 Images stay uint8 ``[N, 1, 28, 28]`` (47 MB for the training split) and are resized per view by the
-same single-affine-resample augmentation as the digits (:class:`~tune_schane.data.digits.RandomAffineView`),
+same single-affine-resample augmentation as the digits (:class:`~tune_schane.data.grey.RandomAffineView`),
 with horizontal flips (a mirrored shirt is still a shirt). The official test split is the validation
 set; ``val_size`` in the trial config scores a fixed stratified subset of it instead (on 2 CPU cores
 10 000 images per epoch would dominate a few-shot trial).
@@ -31,7 +31,6 @@ from .grey import GreyImages
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "install it with: apt-get install dataset-fashion-mnist"
 NUM_CLASSES = 10
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {  # split -> (images file, labels file)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
