@@ -184,3 +184,22 @@ def test_ties_in_written_at_go_to_the_later_file_before_and_after_compaction(tmp
     assert store.load_trials("s").loc[0, "epochs_run"] == 29 and store.load_epochs().loc[0, "val_top1"] == 29.0
     compact(store)
     assert store.load_trials("s").loc[0, "epochs_run"] == 29 and store.load_epochs().loc[0, "val_top1"] == 29.0
+
+
+def test_a_remote_filesystem_reads_the_same_in_parallel(tmp_path):
+    """A non-local pyarrow filesystem (as s3:// would be) reads files 16 at a time: same frames, same refusals."""
+    import fsspec  # a torch dependency: always installed
+    import pyarrow.fs as pafs
+
+    store = TrialStore(tmp_path)
+    fill(store, sweeps=("a", "b"), trials=5)
+    compact(store, "b")
+    remote = TrialStore(tmp_path)
+    remote.fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("file")))
+    assert not isinstance(remote.fs, pafs.LocalFileSystem)
+    assert_same(snapshot(store), snapshot(remote))
+    bad = Path(store.files("trials").for_sweep("a")[3])
+    bad.write_bytes(b"PAR1 not really")
+    with pytest.raises(Exception, match=f"{bad}: not a readable Parquet file"):
+        remote.load_trials("a")
+    assert remote.load_trials("b")["trial_id"].tolist() == [f"t{i}" for i in range(5)]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from .errors import BadInput
 from .store_schema import METADATA_TABLE_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
@@ -89,30 +89,35 @@ def _visible_part(info: pafs.FileInfo) -> bool:
     )
 
 
-def check_parts(fragments: list[ds.ParquetFileFragment], table: str, schema: pa.Schema) -> list[pa.Field]:
-    """Check every part file's footer; return the ``config_*`` fields they hold beyond ``schema``."""
-    checked: list[pa.Schema] = []  # part files mostly share one schema: check each distinct one once
-    extra: dict[str, pa.Field] = {}
-    for fragment in fragments:
-        physical = _footer(fragment)
-        if any(physical.equals(seen, check_metadata=True) for seen in checked):
-            continue
-        _check_part(fragment.path, physical, table, schema)
-        checked.append(physical)
+class PartChecker:
+    """Checks the footers of one table's part files; each distinct footer schema is checked once.
+
+    Part files mostly share one schema, so the serialized Arrow schema that pyarrow keeps in every
+    footer (with the file's version and table keys) is the cache key: a file whose key was seen costs
+    a dictionary lookup. A file without that key (not written by pyarrow) is checked in full.
+    """
+
+    def __init__(self, table: str, schema: pa.Schema):
+        self.table, self.schema = table, schema
+        self.schemas: list[pa.Schema] = []  # distinct footer schemas, in the order first seen
+        self.extra: dict[str, pa.Field] = {}  # config_* columns found beyond ``schema``
+        self._seen: dict[tuple, int] = {}
+
+    def check(self, path: str, part: pq.ParquetFile) -> int:
+        """Check an open part file's footer (BadInput names ``path``); return its schema's index."""
+        meta = part.metadata.metadata or {}
+        key = (meta.get(b"ARROW:schema"), meta.get(METADATA_VERSION_KEY), meta.get(METADATA_TABLE_KEY))
+        if key[0] is not None and key in self._seen:
+            return self._seen[key]
+        physical = part.schema_arrow
+        _check_part(path, physical, self.table, self.schema)
         for field in physical:
-            if field.name.startswith("config_") and field.name not in schema.names:
-                extra.setdefault(field.name, field.with_nullable(True))
-    return list(extra.values())
-
-
-def _footer(fragment: ds.ParquetFileFragment) -> pa.Schema:
-    try:
-        fragment.ensure_complete_metadata()  # already read by the scan, unless it failed first
-        return fragment.physical_schema
-    except FileNotFoundError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise BadInput(f"{fragment.path}: not a readable Parquet file ({exc})") from None
+            if field.name.startswith("config_") and field.name not in self.schema.names:
+                self.extra.setdefault(field.name, field.with_nullable(True))
+        self.schemas.append(physical)
+        if key[0] is not None:
+            self._seen[key] = len(self.schemas) - 1
+        return len(self.schemas) - 1
 
 
 def _check_part(path: str, physical: pa.Schema, table: str, schema: pa.Schema) -> None:
