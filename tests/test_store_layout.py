@@ -187,7 +187,7 @@ def test_ties_in_written_at_go_to_the_later_file_before_and_after_compaction(tmp
 
 
 def test_a_remote_filesystem_reads_the_same_in_parallel(tmp_path):
-    """A non-local pyarrow filesystem (as s3:// would be) reads files 16 at a time: same frames, same refusals."""
+    """A non-local pyarrow filesystem (as s3:// would be), read 16 files at a time: same frames, same refusals."""
     import fsspec  # a torch dependency: always installed
     import pyarrow.fs as pafs
 

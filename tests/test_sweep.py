@@ -196,6 +196,43 @@ resources: {cpu: 1}
 
 
 @pytest.mark.slow
+def test_asha_prunes_a_configs_seeds_together_so_the_paired_table_keeps_its_pairs(tmp_path, local_ray):
+    """repeats: 2 under ASHA: a config's seeds all complete or all stop, so every row keeps 2 pairs."""
+    from analysis.sensitivity import paired_comparison
+
+    path = write_space(tmp_path, FAST_FIXED + """\
+name: seeds
+grid:
+  loss: [ce, clce]
+  batch_size: [16, 32]
+params:
+  tau: {loguniform: [0.05, 0.5], when: {loss: clce}}
+  lam: {uniform: [0.1, 0.9], when: {loss: clce}}
+  lr: {loguniform: [1.0e-3, 2.0e-2]}
+objective: {metric: val_top1, mode: max}
+searcher: {type: optuna, seed: 0}
+scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+num_samples: 3
+repeats: 2
+max_concurrent: 2
+resources: {cpu: 1}
+""")
+    ray_tune.init_ray(None, num_cpus=2)
+    ray_tune.run_sweep(load_space(path), sweep_id="seeds", store_uri=str(tmp_path / "store"),
+                       storage_path=str(tmp_path / "ray"), verbose=0)
+    trials = TrialStore(str(tmp_path / "store")).load_trials("seeds")
+    assert len(trials) == 24
+    by_config = trials.groupby("params")
+    assert (by_config.size() == 2).all() and (by_config["config_seed"].nunique() == 2).all()
+    statuses = by_config["status"].agg(lambda s: tuple(sorted(s)))
+    assert all(len(set(pair)) == 1 for pair in statuses), statuses  # both seeds end the same way
+    assert (statuses == ("pruned", "pruned")).any() and (statuses == ("completed", "completed")).any(), statuses
+    assert (by_config["epochs_run"].nunique() == 1).all()  # stopped at the same rung
+    paired = paired_comparison(trials)
+    assert len(paired) == 2 and (paired["n_pairs"] == 2).all(), paired  # one row per batch size, 2 seeds each
+
+
+@pytest.mark.slow
 def test_sweep_trial_over_its_memory_budget_is_chunked_and_the_store_records_the_chunk(tmp_path, local_ray):
     """On a GPU the budget is the trial's share of the card; here it is given, small enough to bind."""
     path = write_space(tmp_path, FAST_FIXED + """\

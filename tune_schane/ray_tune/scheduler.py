@@ -1,55 +1,113 @@
-"""ASHA per grid cell: trials compete only with trials of their own cell."""
+"""ASHA per grid cell: trials compete only with trials of their own cell; a config's seeds are judged as one."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from ..group_asha import STOP, WAIT, GroupASHA
 from ..space import SearchSpace
 from .searchers import PickledState
 from .trainable import CELL_KEY
 
 
 class CellASHA(PickledState, FIFOScheduler):
-    """One ASHA per grid cell, created when the cell's first trial arrives.
+    """One ASHA per grid cell, created when the cell's first trial arrives; a config's seeds as one.
 
     A single ASHA over a loss × batch-size grid compares a small-batch SupCon trial with a
     large-batch CE trial at each rung and stops the weaker family wholesale, so the cells the
     batch-size analysis needs most end with no completed trial. Without a grid this is plain ASHA.
+
+    With ``repeats > 1`` the seeds of a sampled config are judged together on their mean
+    (:class:`tune_schane.group_asha.GroupASHA`): a seed that reaches a rung first is PAUSED (Ray
+    keeps its checkpoint and frees its resources) until its siblings get there, then all of them go
+    on or all stop, so every completed config keeps all its seeds.
     """
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
         self.space = space
-        self.by_cell: dict[int, ASHAScheduler] = {}
+        self.by_cell: dict[int, GroupASHA] = {}
         self.stopped = 0  # trials stopped early, over every cell
-        self._metric, self._mode = space.objective_metric, space.objective_mode
+        self.paused = 0  # times a seed waited for its siblings at a rung
+        self.resumable: set[str] = set()  # paused trials whose group was continued: run them again
+        self.trials: dict[str, Any] = {}  # trial id -> Ray trial, to stop or resume waiting seeds
+        self._metric = space.objective_metric
 
-    def _for(self, trial) -> ASHAScheduler:
+    def _cell(self, trial) -> GroupASHA:
         cell = int(trial.config.get(CELL_KEY, 0))
         if cell not in self.by_cell:
-            self.by_cell[cell] = ASHAScheduler(
-                time_attr="epoch", metric=self._metric, mode=self._mode, max_t=self.space.max_epochs,
-                grace_period=self.space.grace_period, reduction_factor=self.space.reduction_factor)
+            self.by_cell[cell] = GroupASHA(grace_period=self.space.grace_period,
+                                           reduction_factor=self.space.reduction_factor,
+                                           max_t=self.space.max_epochs, mode=self.space.objective_mode)
         return self.by_cell[cell]
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        self._for(trial).on_trial_add(tune_controller, trial)
+        self.trials[trial.trial_id] = trial
+        group = str(trial.config.get("group", trial.trial_id))  # the searcher's group: one config's seeds
+        self._cell(trial).add(trial.trial_id, group, self.space.repeats if "group" in trial.config else 1)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        decision = self._for(trial).on_trial_result(tune_controller, trial, result)
-        self.stopped += decision == TrialScheduler.STOP
-        return decision
+        self.resumable.discard(trial.trial_id)
+        value = result.get(self._metric)
+        value = float("nan") if value is None else float(value)
+        decision, released = self._cell(trial).result(trial.trial_id, int(result["epoch"]), value)
+        self._release(tune_controller, released)
+        if decision == WAIT:
+            self.paused += 1
+            return TrialScheduler.PAUSE
+        self.stopped += decision == STOP and int(result["epoch"]) < self.space.max_epochs
+        return TrialScheduler.STOP if decision == STOP else TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        self._for(trial).on_trial_complete(tune_controller, trial, result)
+        self._ended(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._ended(tune_controller, trial, None)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self._for(trial).on_trial_remove(tune_controller, trial)
+        self._ended(tune_controller, trial, None)
+
+    def _ended(self, tune_controller, trial, result: dict | None) -> None:
+        self.resumable.discard(trial.trial_id)
+        last = (result or getattr(trial, "last_result", None) or {}).get("epoch") or 0
+        self._release(tune_controller, self._cell(trial).ended(trial.trial_id, int(last)))
+
+    def _release(self, tune_controller, released: dict[str, bool]) -> None:
+        """Waiting seeds whose group was just judged: resume them, or stop them where they paused."""
+        for trial_id, go in released.items():
+            if go:
+                self.resumable.add(trial_id)
+                continue
+            self.stopped += 1
+            trial = self.trials.get(trial_id)
+            if trial is not None and tune_controller is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == Trial.PENDING:
+                return trial
+        for trial in trials:
+            if trial.status == Trial.PAUSED and trial.trial_id in self.resumable:
+                return trial
+        if not any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials):
+            # Nothing else can report: judge every waiting group on the seeds it has (a safety valve;
+            # the searcher always queues a config's seeds together, so this means a sibling was lost).
+            for asha in self.by_cell.values():
+                for group in asha.waiting_groups():
+                    self._release(tune_controller, asha.force(group))
+            for trial in trials:
+                if trial.status == Trial.PAUSED and trial.trial_id in self.resumable:
+                    return trial
+        return None
 
     def debug_string(self) -> str:
-        return f"ASHA per grid cell ({len(self.by_cell)} cells): {self.stopped} trials stopped early"
+        waits = f", {self.paused} waits for sibling seeds" if self.paused else ""
+        return f"ASHA per grid cell ({len(self.by_cell)} cells): {self.stopped} trials stopped early{waits}"
