@@ -169,3 +169,34 @@ def test_asha_runs_per_cell_so_a_slow_family_is_judged_against_its_own_cell(tmp_
     late = _fake_trial("sc4", 1)
     per_cell.on_trial_add(None, late)
     assert per_cell.on_trial_result(None, late, done(1, 25.0)) == go  # above SupCon's cutoff, far below CE's
+
+
+def test_seeds_wait_at_a_rung_then_resume_or_stop_together(tmp_path):
+    """CellASHA with repeats: 2, as Ray's controller calls it: PAUSE, then resume or stop_trial."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    space = load_space(write_space(tmp_path, CELLS + "repeats: 2\n"))
+    scheduler = CellASHA(space)
+    trials = {t: SimpleNamespace(trial_id=t, config={CELL_KEY: 0, "group": t[0]}, status=Trial.RUNNING,
+                                 is_saving=False, last_result=None) for t in ("a0", "a1", "b0", "b1")}
+    stopped = []
+
+    def stop_trial(trial):
+        stopped.append(trial.trial_id)
+        trial.status = Trial.TERMINATED
+
+    controller = SimpleNamespace(get_trials=lambda: list(trials.values()), stop_trial=stop_trial)
+    for trial in trials.values():
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.on_trial_result(controller, trials["a0"], done(1, 90.0)) == TrialScheduler.PAUSE
+    trials["a0"].status = Trial.PAUSED
+    assert scheduler.choose_trial_to_run(controller) is None  # a1 is still running: a0 waits
+    assert scheduler.on_trial_result(controller, trials["a1"], done(1, 70.0)) == TrialScheduler.CONTINUE
+    assert scheduler.choose_trial_to_run(controller) is trials["a0"]  # its group goes on
+    trials["a0"].status = Trial.RUNNING
+    assert scheduler.on_trial_result(controller, trials["b0"], done(1, 60.0)) == TrialScheduler.PAUSE
+    trials["b0"].is_saving = True  # Ray is still writing b0's pause checkpoint ...
+    assert scheduler.on_trial_result(controller, trials["b1"], done(1, 50.0)) == TrialScheduler.STOP
+    assert stopped == ["b0"]  # ... and stops it anyway, as its HyperBand does
+    assert scheduler.debug_string() == "ASHA per grid cell (1 cells): 2 trials stopped early, 2 waits for sibling seeds"

@@ -33,6 +33,7 @@ class CellASHA(PickledState, FIFOScheduler):
         self.stopped = 0  # trials stopped early, over every cell
         self.paused = 0  # times a seed waited for its siblings at a rung
         self.resumable: set[str] = set()  # paused trials whose group was continued: run them again
+        self.doomed: set[str] = set()  # paused trials whose group was stopped: stop them
         self.trials: dict[str, Any] = {}  # trial id -> Ray trial, to stop or resume waiting seeds
         self._metric = space.objective_metric
 
@@ -83,13 +84,25 @@ class CellASHA(PickledState, FIFOScheduler):
         for trial_id, go in released.items():
             if go:
                 self.resumable.add(trial_id)
-                continue
-            self.stopped += 1
+            else:
+                self.stopped += 1
+                self.doomed.add(trial_id)
+        self._stop_doomed(tune_controller)
+
+    def _stop_doomed(self, tune_controller) -> None:
+        """Stop the judged-out seeds that are paused (or still saving their pause checkpoint)."""
+        if tune_controller is None:
+            return
+        for trial_id in sorted(self.doomed):
             trial = self.trials.get(trial_id)
-            if trial is not None and tune_controller is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+            if trial is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
+                self.doomed.discard(trial_id)
+            elif trial.status in (Trial.PAUSED, Trial.PENDING) or getattr(trial, "is_saving", False):
+                self.doomed.discard(trial_id)
                 tune_controller.stop_trial(trial)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        self._stop_doomed(tune_controller)  # one that was still saving when its group was stopped
         trials = tune_controller.get_trials()
         for trial in trials:
             if trial.status == Trial.PENDING:
@@ -98,8 +111,8 @@ class CellASHA(PickledState, FIFOScheduler):
             if trial.status == Trial.PAUSED and trial.trial_id in self.resumable:
                 return trial
         if not any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials):
-            # Nothing else can report: judge every waiting group on the seeds it has (a safety valve;
-            # the searcher always queues a config's seeds together, so this means a sibling was lost).
+            # Nothing else can report: judge every waiting group on the seeds it has (a safety valve:
+            # the searcher queues a config's seeds together, but a concurrency limit can hold a sibling back).
             for asha in self.by_cell.values():
                 for group in asha.waiting_groups():
                     self._release(tune_controller, asha.force(group))
