@@ -95,6 +95,11 @@ def sweep_command(args: argparse.Namespace) -> int:
         cpus, gpus = _local_resources()
         space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
                             gpus if args.num_gpus is None else args.num_gpus)
+    from .tracking import check_trackers, tracker_lines
+
+    mlflow = getattr(args, "mlflow", None)
+    space = check_trackers(space, sweep_id, optuna_storage=getattr(args, "optuna_storage", None), mlflow=mlflow,
+                           resume=args.resume)
     from . import ray_tune
 
     try:
@@ -103,8 +108,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         if not args.resume:
             store.write_space(sweep_id, space.source)
         print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
+        print("\n".join(tracker_lines(space, sweep_id, storage, mlflow)), flush=True)
         ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
-                           resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"))
+                           resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"),
+                           mlflow_uri=mlflow)
     finally:
         ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep
