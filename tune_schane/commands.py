@@ -32,6 +32,7 @@ def open_store(uri: str):
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from .progress import TrainProgress
     from .records import record_trial
     from .store import check_name
     from .trial import run_trial
@@ -50,8 +51,12 @@ def train_command(args: argparse.Namespace) -> int:
         raise BadInput(f"--out {out}: cannot create ({exc.strerror})") from None
     print(f"train {trial_id}: {config.loss} model={config.model} dataset={config.dataset} "
           f"batch={config.batch_size} epochs={config.epochs} -> {out}", flush=True)
-    result = run_trial(config, out, resume=args.resume,
-                       on_epoch=lambda m: print(progress_line(m, config.epochs), flush=True))
+    progress = TrainProgress(config.epochs, lambda m: progress_line(m, config.epochs))
+    try:
+        result = run_trial(config, out, resume=args.resume, on_epoch=progress.epoch_done,
+                           wrap_batches=progress.batches)
+    finally:
+        progress.close()
     params = {"provenance": loaded.provenance} if loaded.provenance else None
     record_trial(store, sweep_id=sweep_id, trial_id=trial_id, status=result.status, config=result.config,
                  history=result.history, resources={"cpu": float(config.num_threads or 0)}, error=result.error,
