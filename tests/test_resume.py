@@ -60,11 +60,21 @@ def _run(tmp_path: Path, temp: Path, *extra: str, kill_at: str | None = None) ->
         kill_marked(str(temp))  # what a killed driver leaves behind (raylet, GCS, agents, workers)
 
 
-@pytest.mark.parametrize("kill_at", ["sample:4", "result:3", "store-write:2"])
-def test_driver_sigkill_then_resume_finishes_every_trial_once(tmp_path, kill_at):
+def _optuna_storage(kind: str | None, tmp_path: Path) -> tuple[str | None, str | None]:
+    """(the --optuna-storage argument, the URL Optuna reads it back with) for one kind."""
+    return (f"sqlite:///{tmp_path}/studies.db",) * 2 if kind == "sqlite" else (None, None)
+
+
+# The kill mid-run has Ray rerun trials the study already heard about, here with the studies in SQLite
+# (the searcher's side of every resume case, journal files included: tests/test_optuna_storage.py).
+@pytest.mark.parametrize(("kill_at", "storage_kind"), [("sample:4", None), ("result:3", "sqlite"),
+                                                       ("store-write:2", None)])
+def test_driver_sigkill_then_resume_finishes_every_trial_once(tmp_path, kill_at, storage_kind):
     (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE))
     temp = Path(tempfile.mkdtemp(prefix="tsk", dir="/tmp"))
-    killed = _run(tmp_path, temp, kill_at=kill_at)
+    url, reader = _optuna_storage(storage_kind, tmp_path)
+    tracked = ["--optuna-storage", url] if url else []
+    killed = _run(tmp_path, temp, *tracked, kill_at=kill_at)
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
 
     # Whatever the kill left, readers see only whole part files.
@@ -73,7 +83,7 @@ def test_driver_sigkill_then_resume_finishes_every_trial_once(tmp_path, kill_at)
     for part in (tmp_path / "store").glob("*/part-*.parquet"):
         pq.read_table(part)  # every visible part file is complete
 
-    resumed = _run(tmp_path, temp, "--resume")
+    resumed = _run(tmp_path, temp, "--resume", *tracked)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = store.load_trials("r1")
     assert len(trials) == 6, trials[["trial_id", "status"]]
@@ -85,3 +95,11 @@ def test_driver_sigkill_then_resume_finishes_every_trial_once(tmp_path, kill_at)
         assert list(mine["epoch"]) == list(range(1, row.epochs_run + 1)), row.trial_id
     if before is not None:  # trials finished before the kill kept their rows
         assert set(before["trial_id"]) <= set(trials["trial_id"])
+    if reader is not None:  # the study continued: every trial told once, with the store's ending, none lost
+        import optuna
+
+        study = optuna.load_study(study_name="r1/all", storage=reader)
+        states = {t.user_attrs["ray_trial_ids"][0]: t.state.name for t in study.trials}
+        assert len(study.trials) == 6 and sorted(states) == sorted(trials["trial_id"]), states
+        assert states == {r.trial_id: {"completed": "COMPLETE", "pruned": "PRUNED"}[r.status]
+                          for r in trials.itertuples()}

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
     p.add_argument("--storage", default=None, help="Ray Tune storage folder or URI (default: runs/ray)")
     p.add_argument("--address", default=None, help="join a running Ray cluster (ray start --head)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="keep every cell's Optuna study in this storage as <sweep>/<cell>: sqlite:///studies.db, "
+                        "another SQLAlchemy URL, or a journal file path (default: the space's optuna_storage, "
+                        "else memory)")
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="log every trial to MLflow (Ray's MLflowLoggerCallback): a tracking URI such as "
+                        "sqlite:///mlflow.db or http://host:5000; experiment = the sweep id")
     p.add_argument("--name", default=None, help="sweep id (default: <space name>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
     p.add_argument("--keep-checkpoints", choices=["best", "none", "all"], default="best",

@@ -32,6 +32,7 @@ def open_store(uri: str):
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from .progress import TrainProgress
     from .records import record_trial
     from .store import check_name
     from .trial import run_trial
@@ -50,8 +51,12 @@ def train_command(args: argparse.Namespace) -> int:
         raise BadInput(f"--out {out}: cannot create ({exc.strerror})") from None
     print(f"train {trial_id}: {config.loss} model={config.model} dataset={config.dataset} "
           f"batch={config.batch_size} epochs={config.epochs} -> {out}", flush=True)
-    result = run_trial(config, out, resume=args.resume,
-                       on_epoch=lambda m: print(progress_line(m, config.epochs), flush=True))
+    progress = TrainProgress(config.epochs, lambda m: progress_line(m, config.epochs))
+    try:
+        result = run_trial(config, out, resume=args.resume, on_epoch=progress.epoch_done,
+                           wrap_batches=progress.batches)
+    finally:
+        progress.close()
     params = {"provenance": loaded.provenance} if loaded.provenance else None
     record_trial(store, sweep_id=sweep_id, trial_id=trial_id, status=result.status, config=result.config,
                  history=result.history, resources={"cpu": float(config.num_threads or 0)}, error=result.error,
@@ -95,6 +100,11 @@ def sweep_command(args: argparse.Namespace) -> int:
         cpus, gpus = _local_resources()
         space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
                             gpus if args.num_gpus is None else args.num_gpus)
+    from .tracking import check_trackers, tracker_lines
+
+    mlflow = getattr(args, "mlflow", None)
+    space = check_trackers(space, sweep_id, optuna_storage=getattr(args, "optuna_storage", None), mlflow=mlflow,
+                           resume=args.resume)
     from . import ray_tune
 
     try:
@@ -103,8 +113,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         if not args.resume:
             store.write_space(sweep_id, space.source)
         print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
+        print("\n".join(tracker_lines(space, sweep_id, storage, mlflow)), flush=True)
         ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
-                           resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"))
+                           resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"),
+                           mlflow_uri=mlflow)
     finally:
         ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep

@@ -17,6 +17,7 @@ A space file (``search_spaces/*.yaml``; :mod:`tune_schane.space_schema` holds ev
     max_concurrent: 2
     resources: {cpu: 1, gpu: {by_batch_size: {64: 0.5, 256: 1}}}
     lr_rule: sqrt
+    optuna_storage: sqlite:///runs/studies.db          # optional: the studies in a storage (or --optuna-storage)
 
 Nothing else in the package parses these files, and every problem is a :class:`BadInput` naming the
 file and the key, raised before Ray starts. This module does not import Ray: ``ray_tune`` turns the
@@ -71,6 +72,7 @@ class SearchSpace:
     repeats: int = 1
     max_concurrent: int = 1
     resources: ResourceRule = field(default_factory=ResourceRule)
+    optuna_storage: str | None = None  # where the cells' studies live (tune_schane.optuna_storage); None: memory
     source: str = ""
     path: str | None = None
     description: str = ""

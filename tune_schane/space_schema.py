@@ -41,7 +41,7 @@ from .space_params import (
 __all__ = ["ParamSpec", "ResourceRule", "lookup", "parse_space_mapping"]
 
 TOP_KEYS = ("name", "description", "fixed", "params", "grid", "objective", "searcher", "scheduler",
-            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule")
+            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule", "optuna_storage")
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -100,6 +100,7 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
         "repeats": integer(data.get("repeats", 1), "repeats", 1),
         "max_concurrent": integer(data.get("max_concurrent", 1), "max_concurrent", 1),
         "resources": _resources(data.get("resources")),
+        "optuna_storage": _optuna_storage(data.get("optuna_storage"), searcher),
     }
 
 
@@ -189,6 +190,17 @@ def _num_samples(data: dict[str, Any], searcher: str) -> int:
     if "num_samples" not in data:
         raise BadInput(f"num_samples: required with the {searcher} searcher (configs per grid cell)")
     return integer(data["num_samples"], "num_samples", 1)
+
+
+def _optuna_storage(value: Any, searcher: str) -> str | None:
+    """Where the cells' Optuna studies live (tune_schane.optuna_storage); opened only when the sweep starts."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput("optuna_storage: expected a storage URL (sqlite:///studies.db) or a journal file path")
+    if searcher == "grid":
+        raise BadInput("optuna_storage: the grid searcher has no Optuna study to store; use optuna or random")
+    return value.strip()
 
 
 def _resources(raw: Any) -> ResourceRule:

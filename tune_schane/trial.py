@@ -18,7 +18,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +127,12 @@ class Trial:
                           sampler=RandomSampler(self.data.train, generator=generator),
                           num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
 
-    def run(self) -> Iterator[dict[str, float]]:
-        """Train the remaining epochs; yield each epoch's metrics. Raises :class:`TrialStopped`."""
+    def run(self, wrap_batches: Callable[[Iterable, int], Iterable] | None = None) -> Iterator[dict[str, float]]:
+        """Train the remaining epochs; yield each epoch's metrics. Raises :class:`TrialStopped`.
+
+        ``wrap_batches(loader, epoch)`` may wrap each epoch's training batches (a progress bar:
+        :mod:`tune_schane.progress`); the loop sees the same batches either way.
+        """
         cfg = self.config
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             start = time.perf_counter()
@@ -136,7 +140,9 @@ class Trial:
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             try:
-                train = train_one_epoch(self.model, self._train_loader(epoch), self.loss_fn, self.optimizer,
+                loader = self._train_loader(epoch)
+                batches = wrap_batches(loader, epoch) if wrap_batches is not None else loader
+                train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer,
                                         self.scheduler, self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk)
                 val = evaluate(self.model, self.val_loader, self.device, amp=cfg.amp)
             except TrialStopped:
@@ -217,8 +223,12 @@ def run_trial(
     *,
     resume: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    wrap_batches: Callable[[Iterable, int], Iterable] | None = None,
 ) -> TrialResult:
-    """Run one trial to its end. BadInput (a bad config) propagates; anything after set-up becomes a status."""
+    """Run one trial to its end. BadInput (a bad config) propagates; anything after set-up becomes a status.
+
+    ``on_epoch`` hears each epoch's metrics; ``wrap_batches`` is passed to :meth:`Trial.run`.
+    """
     start = time.perf_counter()
     trial = Trial(config)
     out = Path(out_dir) if out_dir is not None else None
@@ -229,7 +239,7 @@ def run_trial(
         trial.write_outputs(out)
     status, error = "completed", None
     try:
-        for metrics in trial.run():
+        for metrics in trial.run(wrap_batches):
             if out is not None:
                 trial.save_checkpoint(out)
                 with open(out / "metrics.jsonl", "a") as fh:

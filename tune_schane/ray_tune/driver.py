@@ -14,6 +14,7 @@ from ..space import SearchSpace
 from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .scheduler import CellASHA
 from .searchers import CellSearcher
+from .trackers import tracker_callbacks
 from .trainable import trainable
 
 
@@ -54,6 +55,8 @@ def run_sweep(
     max_failures: int = 2,
     verbose: int = 1,
     keep_checkpoints: str = "best",
+    mlflow_uri: str | None = None,
+    callbacks: list | None = None,
 ) -> tuple[tune.ResultGrid, CellSearcher | None]:
     """Run (or resume) a sweep; every trial ends up in the store (see CHECKPOINTS_KEPT for resume safety).
 
@@ -62,6 +65,9 @@ def run_sweep(
     stays), ``"none"`` or ``"all"`` (Ray's own rule: CHECKPOINTS_KEPT per trial). While trials run,
     CHECKPOINTS_KEPT stays in force (resume safety); an ended trial keeps its latest two once its row
     is in the store (see StoreCallback), and the sweep's end applies ``keep_checkpoints``.
+    Trackers (TensorBoard always, MLflow with ``mlflow_uri``, the Optuna storage of
+    ``space.optuna_storage``): :mod:`tune_schane.tracking`; a resume keeps the ones the sweep started with.
+    ``callbacks``: more Ray callbacks (e.g. ``WandbLoggerCallback``, README "Use with your tools").
     """
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     resources = tune.with_resources(
@@ -69,8 +75,9 @@ def run_sweep(
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints: {keep_checkpoints!r} is not one of {KEEP_CHECKPOINTS}")
     callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all")
+    callbacks = [callback, *tracker_callbacks(sweep_id, mlflow_uri), *(callbacks or [])]
     run_config = tune.RunConfig(
-        name=sweep_id, storage_path=storage_path, callbacks=[callback], verbose=verbose,
+        name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT))
     experiment = os.path.join(storage_path, sweep_id)
@@ -79,7 +86,7 @@ def run_sweep(
         tuner = tune.Tuner.restore(experiment, trainable=resources, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        cell_searcher = CellSearcher(space)
+        cell_searcher = CellSearcher(space, sweep_id)
         searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
         scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
         total = len(space.cells()) * space.num_samples * space.repeats
