@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tune_schane.errors import BadInput
-from tune_schane.store import TrialStore
+from tune_schane.store import TrialStore, open_existing
 
 MAX_LISTED_SWEEPS = 5
 
@@ -23,14 +23,14 @@ MAX_LISTED_SWEEPS = 5
 def resolve_sweep(store_uri: str, sweep: str | None) -> tuple[TrialStore, str, pd.DataFrame]:
     """Open the store, pick the sweep (the most recently written one when None), load its trials.
 
-    Refuses (BadInput) an empty or missing store, an unknown sweep (listing up to 5 known ones, most
-    recent first) and a sweep without a completed trial (with its counts by status: a sweep where
-    every trial ran out of memory needs a different fix than one still running).
+    Refuses (BadInput) a store path that does not exist, an empty store, an unknown sweep (listing
+    up to 5 known ones, most recent first) and a sweep without a completed trial (with its counts by
+    status: a sweep where every trial ran out of memory needs a different fix than one still running).
     """
-    store = TrialStore(store_uri)
+    store = open_existing(store_uri)  # a missing path is a typo, not an empty store
     sweeps = store.sweeps() if store.exists() else None
     if sweeps is None or sweeps.empty:
-        raise BadInput(f"store {store_uri}: no trials yet (run `tune-schane sweep` first)")
+        raise BadInput(f"store {store_uri}: empty, no trials yet (run `tune-schane sweep` first)")
     recent = sweeps.sort_values(["last_written_at", "sweep_id"], ascending=[False, True], kind="stable")
     if sweep is None:
         sweep = str(recent["sweep_id"].iloc[0])

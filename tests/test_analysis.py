@@ -322,11 +322,12 @@ def test_analyze_default_out_and_latest_sweep(tmp_path, monkeypatch, capsys):
 
 def test_command_errors(tmp_path):
     for command in (lambda s, w, o: analyze_command(s, w, o), lambda s, w, o: export_command(s, w, o, None)):
-        with pytest.raises(BadInput, match=r"no trials yet \(run `tune-schane sweep` first\)"):
+        with pytest.raises(BadInput, match=r"missing: no such folder"):  # a typo, not an empty store
             command(str(tmp_path / "missing"), None, None)
     (tmp_path / "empty" / "trials").mkdir(parents=True)
-    with pytest.raises(BadInput, match="no trials yet"):
-        analyze_command(str(tmp_path / "empty"), None, None)
+    for command in (lambda s: analyze_command(s, None, None), lambda s: export_command(s, None, None, None)):
+        with pytest.raises(BadInput, match=r"empty, no trials yet \(run `tune-schane sweep` first\)"):
+            command(str(tmp_path / "empty"))
     for i in range(7):
         build_store(tmp_path / "store", f"sweep{i}", space_text=None)
     with pytest.raises(BadInput, match=r"sweep 'nope': not in store .*known: sweep6, sweep5, .*sweep2 and 2 more"):

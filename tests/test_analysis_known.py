@@ -141,7 +141,7 @@ def test_analyze_command_writes_a_self_contained_report(tmp_path, capsys):
 
 
 def test_command_errors(tmp_path):
-    with pytest.raises(BadInput, match="no trials yet"):
+    with pytest.raises(BadInput, match="nothing: no such folder"):
         analyze_command(str(tmp_path / "nothing"), None, None)
     real_store(tmp_path / "store")
     with pytest.raises(BadInput, match="'nope': not in store"):

@@ -105,6 +105,13 @@ def a_file(tmp: Path) -> list[str]:
     return []
 
 
+def dead_address(tmp: Path) -> list[str]:
+    """A loopback port nothing listens on: the head of a cluster that is gone."""
+    from tests.raykit import free_port
+
+    return ["--address", f"127.0.0.2:{free_port()}"]
+
+
 CASES = [
     # --- trial configs (train) ---
     ("train-missing-file", ["train", "{tmp}/nope.yaml"], nothing, "no such file"),
@@ -167,8 +174,18 @@ CASES = [
     ("sweep-resume-unknown", ["sweep", "--resume", "--name", "never-ran", "--storage", "{tmp}/ray"], nothing,
      "never-ran"),
     ("sweep-escaping-name", ["sweep", "--name", "../../etc"], nothing, "sweep"),
+    ("sweep-unknown-space-name", ["sweep", "batch_size_ablaton"], nothing, "no shipped space"),
+    ("sweep-dead-address", ["sweep"], dead_address, "no Ray cluster answers"),
+    ("sweep-address-not-host-port", ["sweep", "--address", "headnode"], nothing, "HOST:PORT"),
     # --- stores, sweeps and output folders ---
     ("status-store-is-a-file", ["status", "--store", "{tmp}/plain-file"], a_file, "is a file"),
+    # a store path that does not exist is a typo on every read command, not an empty store
+    ("status-missing-store", ["status", "--store", "{tmp}/no-store"], nothing, "no such folder"),
+    ("compact-missing-store", ["compact", "--store", "{tmp}/no-store"], nothing, "no such folder"),
+    ("analyze-missing-store", ["analyze", "--store", "{tmp}/no-store"], nothing, "no such folder"),
+    ("export-missing-store", ["export", "--store", "{tmp}/no-store"], nothing, "no such folder"),
+    ("compact-store-is-a-file", ["compact", "--store", "{tmp}/plain-file"], a_file, "is a file"),
+    ("export-store-is-a-file", ["export", "--store", "{tmp}/plain-file"], a_file, "is a file"),
     ("status-corrupt-part", ["status"], corrupt_part, "bad.parquet"),
     ("status-foreign-part", ["status"], foreign_part, "foreign.parquet"),
     ("status-other-schema-version", ["status"], other_version_part, "v99.parquet"),
@@ -220,6 +237,18 @@ def test_malformed_input_exits_2_with_one_line(workdir, capsys, argv, setup, exp
     assert "Traceback" not in captured.err
     assert expected.lower() in err_lines[0].lower(), err_lines[0]
     assert _digest(workdir / "store") == before  # nothing written, nothing half-written
+
+
+def test_an_existing_empty_store_says_so(tmp_path, capsys):
+    """The other half of the store-path rule: an empty folder is a real store with no trials."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command, code in (("status", 0), ("compact", 0), ("analyze", 2), ("export", 2)):
+        assert main([command, "--store", str(empty)]) == code, command
+        captured = capsys.readouterr()
+        said = (captured.out if code == 0 else captured.err).strip()
+        assert f"store {empty}: empty, no trials yet" in said, (command, said)
+    assert list(empty.iterdir()) == []
 
 
 def test_the_table_covers_at_least_30_inputs():

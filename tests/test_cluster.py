@@ -19,6 +19,7 @@ from tests.raykit import VENV_BIN, free_port, kill_marked, ray_env, ray_start
 from tune_schane.store import TrialStore
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 SPACE = """\
 name: cluster
@@ -80,12 +81,21 @@ def _results(tmp_path: Path) -> dict[str, list[dict]]:
 
 
 def test_sweep_over_two_loopback_nodes_uses_both(tmp_path, cluster):
+    """Trials run on both nodes, importing the code the driver shipped, not the clone.
+
+    Both nodes were started with this clone on PYTHONPATH (ray_env) and the driver runs in the
+    clone, so a trial that did not use the shipped copy would import tune_schane from ROOT.
+    """
     proc = _sweep(tmp_path, cluster, shots=12, epochs=2)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
+    assert "code shipped to the nodes" in out
     trials = TrialStore(tmp_path / "store").load_trials("c1")
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert set(trials["node"]) == {"127.0.0.2", "127.0.0.3"}, trials[["trial_id", "node"]]
+    code = {r["code_path"] for rs in _results(tmp_path).values() for r in rs}
+    assert code and all("/runtime_resources/working_dir_files/" in path for path in code), code
+    assert not any(Path(path).is_relative_to(ROOT) for path in code), code
 
 
 def test_worker_node_lost_mid_sweep_trials_resume_from_checkpoint(tmp_path, cluster):

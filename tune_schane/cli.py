@@ -35,6 +35,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return sweep_command(args)
 
 
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from .commands import spaces_command
+
+    return spaces_command(args)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .commands import status_command
 
@@ -78,13 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
     p = add("sweep", _cmd_sweep, "Run a sweep of a search space on Ray Tune (no SPACE: the default).")
-    p.add_argument("space", nargs="?", help="search space YAML (default: search_spaces/default.yaml)")
+    p.add_argument("space", nargs="?", help="search space: a YAML path or a shipped space's name "
+                                            "(`tune-schane spaces` lists them; default: default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the space (repeatable): a fixed setting (shots=null), a top-level key "
                         "(max_concurrent=8) or a dotted key (grid.batch_size=[128,256], resources.gpu=1)")
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
     p.add_argument("--storage", default=None, help="Ray Tune storage folder or URI (default: runs/ray)")
-    p.add_argument("--address", default=None, help="join a running Ray cluster (ray start --head)")
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster: HOST:PORT of its head, or `auto` for the one `ray start` "
+                        "recorded on this machine (default: start a private local Ray, never join another)")
+    p.add_argument("--no-ship-code", dest="ship_code", action="store_false",
+                   help="with --address: do not ship this package's code to the nodes (Ray runtime_env "
+                        "working_dir); use the copy installed on every node")
     p.add_argument("--optuna-storage", default=None, metavar="URL",
                    help="keep every cell's Optuna study in this storage as <sweep>/<cell>: sqlite:///studies.db, "
                         "another SQLAlchemy URL, or a journal file path (default: the space's optuna_storage, "
@@ -101,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     p.add_argument("--num-gpus", type=int, default=None,
                    help="local Ray only: GPUs to offer (logical GPUs on a CPU machine test GPU packing)")
+
+    add("spaces", _cmd_spaces, "List the shipped search spaces (names `sweep` accepts) with a description.")
 
     p = add("status", _cmd_status, "List the sweeps in a store with trial counts by status.")
     p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")

@@ -79,10 +79,11 @@ def _local_resources() -> tuple[float, float]:
 
 def sweep_command(args: argparse.Namespace) -> int:
     from .compaction import compact_finished_sweep
-    from .space import default_space_path, load_space
+    from .space import load_space
+    from .space_catalog import resolve_space
     from .store import check_name
 
-    space = load_space(args.space or default_space_path(), getattr(args, "overrides", None))
+    space = load_space(resolve_space(args.space), getattr(args, "overrides", None))
     if args.num_samples is not None:
         if args.num_samples < 1:
             raise BadInput(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -108,11 +109,13 @@ def sweep_command(args: argparse.Namespace) -> int:
     from . import ray_tune
 
     try:
-        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                                    ship_code=getattr(args, "ship_code", True))
         space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
         if not args.resume:
             store.write_space(sweep_id, space.source)
-        print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}", flush=True)
+        shipped = " (code shipped to the nodes)" if args.address and getattr(args, "ship_code", True) else ""
+        print(f"sweep {sweep_id}: {space.path or space.name} -> store {args.store}{shipped}", flush=True)
         print("\n".join(tracker_lines(space, sweep_id, storage, mlflow)), flush=True)
         ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
                            resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"),
@@ -153,12 +156,26 @@ def print_best(trials, metric: str, mode: str, top: int = 5) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    from .store import open_existing
+
+    store = open_existing(args.store)  # a missing path is a typo (exit 2), not an empty store
     sweeps = store.sweeps()
     for line in store.unreadable:  # a broken file of one sweep hides none of the others
         print(f"tune-schane: warning: {line} (its sweep is listed without counts)", file=sys.stderr)
     if sweeps.empty:
-        print(f"no trials in store {args.store}")
+        print(f"store {args.store}: empty, no trials yet")
         return 0
     print(sweeps.to_string(index=False))
+    return 0
+
+
+def spaces_command(args: argparse.Namespace) -> int:
+    """The shipped spaces: short name (what ``sweep NAME`` takes) and the first line of its description."""
+    from .space_catalog import SPACES_DIR, catalog
+
+    rows = catalog()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    print(f"(files in {SPACES_DIR}; `tune-schane sweep NAME` runs one, a path runs your own)")
     return 0

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from .errors import BadInput
 from .faults import fault_point
-from .store import TrialStore, partition_dir, sweep_key
+from .store import TrialStore, open_existing, partition_dir, sweep_key
 from .store_schema import TABLES, check_name, schema_for
 
 
@@ -101,7 +101,10 @@ def _delete(store: TrialStore, paths: list[str]) -> None:
 
 
 def compact_command(args: argparse.Namespace) -> int:
-    store = TrialStore(args.store)
+    store = open_existing(args.store)
+    if not store.exists():
+        print(f"store {args.store}: empty, no trials yet; nothing to compact")
+        return 0
     done = compact(store, None if args.sweep is None else check_name("--sweep", args.sweep))
     for item in done:
         print(f"{item.sweep_id} {item.table}: {item.files_in} file(s) -> 1 ({item.rows} rows)")

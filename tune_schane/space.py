@@ -27,8 +27,8 @@ tested with plain Optuna.
 Grid cells exist because a single TPE study over "batch size × loss" would concentrate on the cells
 that look good early and starve the others; the ablation needs every cell tuned equally.
 
-The shipped spaces are found relative to the checkout (``<repo>/search_spaces``): the package is
-meant to be used from a clone installed with ``pip install -e .``, which keeps them next to it.
+The shipped spaces are package data (``tune_schane/spaces/``, linked from the repository's
+``search_spaces/``); :mod:`tune_schane.space_catalog` finds them and resolves short names.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import yaml
 
 from .config import TrialConfig, parse_overrides, read_yaml_mapping
 from .errors import BadInput
+from .space_catalog import SPACES_DIR, default_space_path, shipped_spaces
 from .space_schema import TOP_KEYS as SPACE_KEYS
 from .space_schema import ParamSpec, ResourceRule, parse_space_mapping
 
@@ -192,19 +193,14 @@ class DefineByRun:
 
 
 # ------------------------------------------------------------------------------------------- loading
-def default_space_path() -> Path:
-    """``search_spaces/default.yaml`` of this checkout (the package is used from a clone, ``pip install -e``)."""
-    return builtin_dir() / "default.yaml"
-
-
 def builtin_dir() -> Path:
-    """``<repo>/search_spaces``, next to the package folder."""
-    return Path(__file__).resolve().parents[1] / "search_spaces"
+    """The folder of the shipped spaces (package data, ``tune_schane/spaces``)."""
+    return SPACES_DIR
 
 
 def builtin_spaces() -> list[Path]:
     """The shipped space files, sorted by name."""
-    return sorted(builtin_dir().glob("*.yaml"))
+    return shipped_spaces()
 
 
 def load_space(path: str | Path, overrides: list[str] | None = None) -> SearchSpace:

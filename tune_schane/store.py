@@ -57,7 +57,8 @@ from .store_schema import (
     validate_trial_row,
 )
 
-__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "partition_dir", "sweep_key"]
+__all__ = ["SCHEMA_VERSION", "TRIAL_STATUSES", "TrialStore", "check_name", "open_existing", "partition_dir",
+           "sweep_key"]
 
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 STATUS_COLUMNS = ("sweep_id", "trial_id", "status", "written_at")  # all that sweeps() reads
@@ -74,6 +75,21 @@ def open_filesystem(uri: str, what: str) -> tuple[pafs.FileSystem, str]:
     else:
         fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
     return fs, root.rstrip("/") or "/"
+
+
+def open_existing(uri: str | os.PathLike) -> TrialStore:
+    """The store a read command (status, compact, analyze, export) reads: it must exist.
+
+    A path that does not exist is bad input, as a typo in it would otherwise read as an empty store;
+    an existing folder without trials is a real, empty store, which the command reports as such.
+    """
+    store = TrialStore(uri)
+    kind = store.fs.get_file_info(store.root).type
+    if kind == pafs.FileType.NotFound:
+        raise BadInput(f"store {store.uri}: no such folder (check the path; a sweep or `train` creates it)")
+    if kind == pafs.FileType.File:
+        raise BadInput(f"store {store.uri}: is a file, not a folder")
+    return store
 
 
 class TrialStore:

@@ -11,6 +11,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ..space import SearchSpace
+from .connect import checked_address, shipped_code
 from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .scheduler import CellASHA
 from .searchers import CellSearcher
@@ -18,13 +19,19 @@ from .trackers import tracker_callbacks
 from .trainable import trainable
 
 
-def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> dict:
-    """Join ``address`` or start a local Ray (dashboard bound to 127.0.0.1); return cluster resources."""
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
+             ship_code: bool = True) -> dict:
+    """Join ``address`` (checked first, code shipped: see connect.py) or start a private local Ray.
+
+    Returns the cluster's resources. The local Ray binds its dashboard to 127.0.0.1.
+    """
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+            target = checked_address(address)
+            with shipped_code(ship_code) as runtime_env:
+                ray.init(address=target, runtime_env=runtime_env, logging_level=logging.WARNING)
+        else:  # "local": never the cluster in ray_current_cluster or RAY_ADDRESS (connect.py)
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                      dashboard_host="127.0.0.1", logging_level=logging.WARNING)
     return ray.cluster_resources()
 

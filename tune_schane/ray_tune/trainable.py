@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tempfile
 import time
 from typing import Any
@@ -29,6 +30,7 @@ ERROR_KEY = "trial_error"
 GPU_IDS_KEY = "gpu_ids"  # "0,1": the GPU ids Ray assigned (CUDA_VISIBLE_DEVICES of the trial)
 CONFIG_KEY = "trial_config"  # the TrialConfig as a dict, in the param space of every trial
 CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
+CODE_PATH_KEY = "code_path"  # the tune_schane folder the trial imported
 
 
 def trainable(config: dict[str, Any]) -> None:
@@ -47,8 +49,10 @@ def trainable(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trial.load_checkpoint(directory)
-    # Which (logical) GPUs Ray gave this trial: reported so packing can be checked from the results.
-    placement = {GPU_IDS_KEY: ",".join(str(g) for g in ray.get_gpu_ids()), "started_at": time.time()}
+    # Which (logical) GPUs Ray gave this trial: reported so packing can be checked from the results;
+    # and where its code came from (the shipped copy on a cluster, see connect.py).
+    placement = {GPU_IDS_KEY: ",".join(str(g) for g in ray.get_gpu_ids()), "started_at": time.time(),
+                 CODE_PATH_KEY: os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     try:
         for metrics in trial.run():
             _report(trial, {**metrics, **placement, STATUS_KEY: "running", ERROR_KEY: "", "reported_at": time.time()})
