@@ -189,3 +189,30 @@ def test_workers_config_is_checked():
     with pytest.raises(BadInput, match="set workers=1 to run it here"):
         Trial(TrialConfig(workers=2, batch_size=16, epochs=1))
 
+
+
+def test_large_batch_space_needs_its_workers_gpus_and_chunks_only_the_largest_batch():
+    import optuna
+
+    from tune_schane.space import default_space_path, load_space
+
+    space = load_space(default_space_path().with_name("vit_cifar100_large_batch_gpu.yaml"))
+    assert space.max_workers() == 4 and space.grid["batch_size"][-1] == 4096
+    space.check_cluster(cpus=32, gpus=4)
+    with pytest.raises(BadInput, match=r"asks for 4 GPUs \(4 workers\) but the cluster has 3"):
+        space.check_cluster(cpus=32, gpus=3)
+    big = space.define_by_run({"batch_size": 4096, "loss": "clce"})(optuna.create_study().ask())
+    assert big["contrastive_chunk"] == 128
+    config = space.trial_config(big, {"batch_size": 4096, "loss": "clce"})
+    assert config.workers == 4 and config.batch_size // config.workers == 1024
+    small = space.define_by_run({"batch_size": 512, "loss": "ce"})(optuna.create_study().ask())
+    assert "contrastive_chunk" not in small
+
+
+def test_a_data_parallel_trial_holds_only_its_train_driver_bundle():
+    from tune_schane.ray_tune.driver import _bundle
+    from tune_schane.ray_tune.train_workers import DRIVER_CPU
+
+    resources = {"cpu": 8.0, "gpu": 1.0}
+    assert _bundle({"trial_config": {"workers": 4}, "resources": resources}) == {"CPU": DRIVER_CPU}
+    assert _bundle({"trial_config": {"workers": 1}, "resources": resources}) == {"CPU": 8.0, "GPU": 1.0}
