@@ -5,6 +5,7 @@ Each ratio is measured against its reference in this same run, on this machine:
 - loss:      SCHaNe(β=1) / pytorch-metric-learning SupConLoss, fwd+bwd time and peak memory (target ≤ 1)
 - ray:       trial images/s under Ray Tune / the bare loop, same config (target ≥ 0.9)
 - gradcache: cached step at batch 8c / plain step at c, peak memory (target ≤ 1.3); time / plain at 8c
+- distributed: a two-worker (gloo) training step / one process on the same global batch, time (the gather's cost)
 
 ``--quick`` skips the sweep search comparison (ASHA+TPE vs random+FIFO), which runs two sweeps.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import gradcache, loss, sweep, trial
+from benchmarks import distributed, gradcache, loss, sweep, trial
 from benchmarks.common import machine_line
 
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     cache_rows = gradcache.run()
     gradcache.print_table(cache_rows)
+    print()
+    ddp_rows = [distributed.measure()]
+    distributed.print_table(ddp_rows)
 
     print("\n# summary: ratios measured in this run")
     print(f"{'benchmark':10} {'device':6} {'case':32} {'ratio':>8}  meaning")
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         case = f"{r['model']}@{r['img']} c={r['chunk']} B={r['batch']}"
         print(f"{'gradcache':10} {r['device']:6} {case:32} {r['mem_ratio']:8.2f}  memory cached(B) / plain(c)")
         print(f"{'gradcache':10} {r['device']:6} {case:32} {r['time_ratio']:8.2f}  time cached(B) / plain(B)")
+    for r in ddp_rows:
+        case = f"{r['model']}@{r['img']} B={r['batch']} W={r['workers']}"
+        print(f"{'ddp':10} {'cpu':6} {case:32} {r['ratio']:8.2f}  time W gloo workers / 1 process (W threads)")
     if len(search_rows) == 2:
         asha, fifo = search_rows
         print(f"{'search':10} {'':6} {'epochs ASHA+TPE / random+FIFO':32} {asha['epochs'] / fifo['epochs']:8.2f}  "

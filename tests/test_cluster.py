@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.sensitivity import batch_size_table
 from tests.raykit import VENV_BIN, free_port, kill_marked, ray_env, ray_start
 from tune_schane.store import TrialStore
 
@@ -96,6 +97,45 @@ def test_sweep_over_two_loopback_nodes_uses_both(tmp_path, cluster):
     code = {r["code_path"] for rs in _results(tmp_path).values() for r in rs}
     assert code and all("/runtime_resources/working_dir_files/" in path for path in code), code
     assert not any(Path(path).is_relative_to(ROOT) for path in code), code
+
+
+DDP_SPACE = """\
+name: cluster-ddp
+fixed: {model: test_vit, dataset: digits, img_size: 16, shots: 12, num_threads: 1, loss: clce,
+        warmup_epochs: 0, batch_size: 16, workers: 2}
+params:
+  lr: {choice: [5.0e-3, 1.0e-9, 1.0e+8]}
+  tau: {choice: [1.0e-4], when: {lr: [1.0e+8]}}
+  optimizer: {choice: [sgd], when: {lr: [1.0e+8]}}
+lr_rule: none
+objective: {metric: val_top1, mode: max}
+searcher: {type: grid}
+scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 0.4, gpu: 2}
+"""
+
+
+def test_data_parallel_trials_span_both_nodes_and_end_as_one_process_trials_do(tmp_path, cluster):
+    """Three `workers: 2` trials (Ray Train jobs), one at a time: each worker asks for 2 logical GPUs,
+    a node has 2, so every trial's two workers sit on both nodes. In grid order: lr 5e-3 completes;
+    lr 1e-9 learns nothing and ASHA stops it after epoch 1 (its workers' placement group must then be
+    freed, or the third trial would wait forever); lr 1e8 (SGD, τ 1e-4) diverges in its first epoch."""
+    space = tmp_path / "ddp.yaml"
+    space.write_text(DDP_SPACE)
+    cmd = [str(VENV_BIN / "tune-schane"), "sweep", str(space), "--address", cluster, "--name", "d1",
+           "--store", str(tmp_path / "store"), "--storage", str(tmp_path / "ray")]
+    proc = subprocess.run(cmd, env=ray_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    trials = TrialStore(tmp_path / "store").load_trials("d1").sort_values("config_lr", ascending=False)
+    assert list(trials["status"]) == ["diverged", "completed", "pruned"], trials[["config_lr", "status", "error"]]
+    assert list(trials["epochs_run"]) == [0, 2, 1]
+    assert set(trials["config_workers"]) == {2} and set(trials["resources_gpu"]) == {2.0}
+    for nodes in trials["node"]:  # the workers' nodes in rank order: one worker on each node
+        assert sorted(nodes.split(",")) == ["127.0.0.2", "127.0.0.3"], trials["node"]
+    epochs = TrialStore(tmp_path / "store").load_epochs("d1")
+    assert len(epochs) == 3 and epochs["val_top1"].notna().all()
+    table = batch_size_table(trials)  # the analysis groups by the global batch, whatever the workers
+    assert list(table["batch_size"]) == [16] and int(table["n_trials"].iloc[0]) == 3
 
 
 def test_worker_node_lost_mid_sweep_trials_resume_from_checkpoint(tmp_path, cluster):

@@ -77,6 +77,8 @@ class TrialConfig:
     # --- run -------------------------------------------------------------------------------
     seed: int = 0  # seeds the model init, the data order, augmentations and few-shot subsets
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    workers: int = 1  # data-parallel workers sharing each global batch_size (a Ray Train job in a sweep; 1 = one
+    # process). The loss sees the whole global batch (tune_schane/distributed.py); contrastive_chunk is per worker.
     num_threads: int | None = None  # torch CPU threads; None = leave torch's default
     num_workers: int = 0  # DataLoader workers
     amp: bool = True  # bf16 autocast on CUDA (the loss itself always runs in float32); no effect on CPU
@@ -96,7 +98,7 @@ class TrialConfig:
             raise BadInput(f"beta: must be >= 0 for loss {self.loss!r}, got {self.beta}")
         if self.loss == "clce" and (self.lam is None or not 0.0 <= self.lam <= 1.0):
             raise BadInput(f"lam: must be in [0, 1] for loss 'clce', got {self.lam}")
-        positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views")
+        positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views", "workers")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise BadInput(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -106,6 +108,8 @@ class TrialConfig:
                 raise BadInput(f"{name}: must be >= 1 or null, got {value}")
         if self.loss != "ce" and self.views * self.batch_size < 2:
             raise BadInput("batch_size: a contrastive loss needs at least 2 embeddings per step")
+        if self.batch_size % self.workers:
+            raise BadInput(f"batch_size: {self.batch_size} does not split into {self.workers} equal worker shares")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadInput(f"lr: must be a finite number > 0, got {self.lr}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.drop_path_rate < 0:

@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from .losses import CLCELoss
-from .losses.clce import cross_entropy
 from .losses.output import LossOutput
 
 
@@ -56,7 +55,7 @@ def plain_step(
     with autocast():
         embeddings, logits = model(x, detach_classifier=detach_classifier)
     out = loss_fn(logits, embeddings, y)
-    total = out.loss + cross_entropy(logits, y) if detach_classifier else out.loss
+    total = out.loss + loss_fn.classifier_ce(logits, y) if detach_classifier else out.loss
     if not torch.isfinite(total):
         raise NonFiniteLoss(f"non-finite loss ({total.item()})")
     total.backward()
@@ -151,7 +150,7 @@ def cached_step(
     logits = torch.cat(logit_parts).requires_grad_(True)
     del zs, logit_parts
     out = loss_fn(logits, embeddings, y)
-    total = out.loss + cross_entropy(logits, y) if detach_classifier else out.loss
+    total = out.loss + loss_fn.classifier_ce(logits, y) if detach_classifier else out.loss
     if not torch.isfinite(total):
         raise NonFiniteLoss(f"non-finite loss ({total.item()})")
     total.backward()

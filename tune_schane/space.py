@@ -125,26 +125,40 @@ class SearchSpace:
 
     def batch_sizes(self) -> list[int]:
         """Every batch size a trial of this space can have, ascending."""
-        if "batch_size" in self.grid:
-            sizes = set(self.grid["batch_size"])
-        elif "batch_size" in self.params:
-            spec = self.params["batch_size"]
-            sizes = set(spec.grid_values())
-            if spec.when:  # when inactive, trials keep the fixed/default batch size
-                sizes.add(self.fixed.get("batch_size", TrialConfig.batch_size))
+        return self._values("batch_size", TrialConfig.batch_size)
+
+    def max_workers(self) -> int:
+        """The most data-parallel workers a trial of this space can have (1: every trial is one process)."""
+        return max(self._values("workers", TrialConfig.workers))
+
+    def _values(self, name: str, default: int) -> list[int]:
+        """Every value an integer setting can take in this space's trials, ascending."""
+        if name in self.grid:
+            values = set(self.grid[name])
+        elif name in self.params:
+            spec = self.params[name]
+            values = set(spec.grid_values())
+            if spec.when:  # when inactive, trials keep the fixed/default value
+                values.add(self.fixed.get(name, default))
         else:
-            sizes = {self.fixed.get("batch_size", TrialConfig.batch_size)}
-        return sorted(int(size) for size in sizes)
+            values = {self.fixed.get(name, default)}
+        return sorted(int(value) for value in values)
 
     def check_cluster(self, cpus: float, gpus: float) -> None:
-        """Refuse a space whose trials could never be placed on a cluster of this size."""
+        """Refuse a space whose trials could never be placed on a cluster of this size.
+
+        The resource rule is per worker: a data-parallel trial needs it ``workers`` times (checked for
+        a fixed or grid ``workers``; a searched one only per worker).
+        """
+        workers = 1 if "workers" in self.params else self.max_workers()
         for batch in self.batch_sizes():
-            need = self.resources_for(batch)
+            need = {kind: amount * workers for kind, amount in self.resources_for(batch).items()}
             for kind, have in (("gpu", gpus), ("cpu", cpus)):
                 if need[kind] > have:
                     unit = kind.upper() + ("s" if need[kind] != 1 else "")
-                    raise BadInput(f"resources: batch_size {batch} asks for {need[kind]:g} {unit} but the cluster "
-                                   f"has {have:g}")
+                    each = f" ({workers} workers)" if workers > 1 else ""
+                    raise BadInput(f"resources: batch_size {batch} asks for {need[kind]:g} {unit}{each} but the "
+                                   f"cluster has {have:g}")
 
     # --- reporting -------------------------------------------------------------------------
     def total_trials(self) -> int:

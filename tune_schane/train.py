@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from .distributed import Replica, all_reduce_sum, average_gradients
 from .gradcache import NonFiniteLoss, cached_step, plain_step
 from .losses import CLCELoss, NonFiniteEmbeddings
 from .losses.clce import cross_entropy
@@ -69,6 +70,7 @@ def train_one_epoch(
     *,
     amp: bool = False,
     chunk: int | None = None,
+    replica: Replica | None = None,
 ) -> dict[str, float]:
     """Train one epoch on batches of ``(views [B, V, C, H, W], labels [B])``; return mean metrics.
 
@@ -77,16 +79,22 @@ def train_one_epoch(
     accuracy is measurable without CE shaping the backbone (DESIGN.md section 1). With ``chunk``
     (images) the step is gradient-cached (:mod:`tune_schane.gradcache`): the exact full-batch
     gradient at the memory of a ``chunk``-image step.
+
+    With ``replica`` (a data-parallel trial, :mod:`tune_schane.distributed`) ``loader`` yields this
+    worker's share of each global batch, ``loss_fn`` is a :class:`~tune_schane.distributed.GlobalBatchLoss`
+    and the gradients are averaged over the workers before the optimiser steps; the metrics are
+    those of the global batch (the same on every worker).
     """
     model.train()
     classifier_only_ce = loss_fn.lam == 1.0
     sums = {"train_loss": 0.0, "train_ce": 0.0, "train_contrastive": 0.0,
             "pos_per_anchor": 0.0, "neg_per_anchor": 0.0, "valid_anchors": 0.0}
     steps = images = 0
+    world = replica.world_size if replica is not None else 1
     start = time.perf_counter()
     for views, labels in loader:
         batch, n_views = views.shape[:2]
-        _maybe_simulate_oom(batch)
+        _maybe_simulate_oom(batch * world)  # the global batch, so every worker stops at the same step
         x = views.to(device, non_blocking=True).flatten(0, 1)
         y = labels.to(device, non_blocking=True).repeat_interleave(n_views)
         optimizer.zero_grad(set_to_none=True)
@@ -102,10 +110,12 @@ def train_one_epoch(
             raise TrialStopped("diverged", f"non-finite embeddings at step {steps + 1}") from exc
         except NonFiniteLoss as exc:
             raise TrialStopped("diverged", f"{exc} at step {steps + 1}") from exc
+        if replica is not None:
+            average_gradients(model, replica)
         optimizer.step()
         scheduler.step()
         steps += 1
-        images += batch
+        images += batch * world
         sums["train_loss"] += out.loss.item()
         for key, value in (("train_ce", out.ce), ("train_contrastive", out.contrastive),
                            ("pos_per_anchor", out.pos_per_anchor), ("neg_per_anchor", out.neg_per_anchor),
@@ -122,9 +132,14 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device, *, amp: bool = False
+    model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device, *, amp: bool = False,
+    replica: Replica | None = None,
 ) -> dict[str, float]:
-    """Top-1, top-5 (top-C when there are fewer than 5 classes) and CE of the classifier."""
+    """Top-1, top-5 (top-C when there are fewer than 5 classes) and CE of the classifier.
+
+    With ``replica`` each worker scores its share of the validation set and the counts are summed,
+    so every worker returns the metrics of the whole set.
+    """
     model.eval()
     correct1 = correct5 = total = 0
     loss_sum = 0.0
@@ -139,6 +154,8 @@ def evaluate(
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
         total += y.shape[0]
+    if replica is not None:
+        correct1, correct5, total, loss_sum = all_reduce_sum([correct1, correct5, total, loss_sum], device, replica)
     if total == 0:
         return {"val_top1": math.nan, "val_top5": math.nan, "val_loss": math.nan}
     return {"val_top1": 100.0 * correct1 / total, "val_top5": 100.0 * correct5 / total,

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 
 from .config import TrialConfig, dump_config
+from .distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, broadcast_state
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
@@ -76,9 +77,14 @@ def normalisation(model_name: str, img_size: int | None, pretrained: bool = Fals
 
 
 class Trial:
-    """Everything one trial needs, built from its config; ``run()`` yields per-epoch metrics."""
+    """Everything one trial needs, built from its config; ``run()`` yields per-epoch metrics.
 
-    def __init__(self, config: TrialConfig) -> None:
+    With ``replica`` this process is one worker of a data-parallel trial (``config.workers`` of them,
+    :mod:`tune_schane.distributed`): it trains on its share of each global batch with the loss of the
+    global batch, scores its share of the validation set, and starts from rank 0's weights.
+    """
+
+    def __init__(self, config: TrialConfig, replica: Replica | None = None) -> None:
         from .data import build_data
         from .model import build_model
         from .optim import build_optimizer, build_scheduler, scaled_lr
@@ -87,6 +93,11 @@ class Trial:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)  # a reused Ray worker keeps its first trial's count
         self.device = resolve_device(cfg.device)
+        self.replica = replica
+        world = replica.world_size if replica is not None else 1
+        if world != cfg.workers:
+            raise BadInput(f"workers: {cfg.workers} runs as a data-parallel job of {cfg.workers} processes "
+                           f"(a sweep runs it on Ray Train); this is {world} (set workers=1 to run it here)")
         torch.manual_seed(cfg.seed)
         img_size, mean, std = normalisation(cfg.model, cfg.img_size, cfg.pretrained)
         self.data = build_data(cfg.dataset, root=cfg.data_root, download=cfg.download, shots=cfg.shots,
@@ -98,34 +109,48 @@ class Trial:
         self.model = build_model(cfg.model, self.data.num_classes, pretrained=cfg.pretrained,
                                  weights=cfg.weights, img_size=cfg.img_size, proj_dim=cfg.proj_dim,
                                  drop_path_rate=cfg.drop_path_rate).to(self.device)
-        self.loss_fn = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+        if replica is not None:
+            broadcast_state(self.model, replica)
+        local_loss = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+        self.loss_fn = GlobalBatchLoss(local_loss, replica) if replica is not None else local_loss
         if cfg.contrastive_chunk is None and cfg.memory_budget_mb:
-            self.config = cfg = self._fit_memory_budget(cfg, img_size)
+            self.config = cfg = self._fit_memory_budget(cfg, img_size, local_loss)
         self.lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_rule, cfg.lr_ref_batch)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.layer_decay)
         self.steps_per_epoch = n_train // cfg.batch_size  # drop_last: every step sees a full batch
         self.scheduler = build_scheduler(self.optimizer, epochs=cfg.epochs,
                                          steps_per_epoch=self.steps_per_epoch,
                                          warmup_epochs=cfg.warmup_epochs)
-        self.val_loader = DataLoader(self.data.val, batch_size=max(cfg.batch_size, 64), shuffle=False,
+        val = self.data.val if replica is None else Subset(self.data.val, range(replica.rank, len(self.data.val),
+                                                                                 replica.world_size))
+        self.val_loader = DataLoader(val, batch_size=max(cfg.batch_size // world, 64), shuffle=False,
                                      num_workers=cfg.num_workers)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
-    def _fit_memory_budget(self, cfg: TrialConfig, img_size: int) -> TrialConfig:
-        """The config with an automatic gradient-cache chunk when the batch would exceed the budget."""
-        fixed, per_image = step_memory_model(self.model, self.loss_fn, self.device, img_size=img_size,
+    def _fit_memory_budget(self, cfg: TrialConfig, img_size: int, loss_fn) -> TrialConfig:
+        """The config with an automatic gradient-cache chunk when the batch would exceed the budget.
+
+        A worker of a data-parallel trial plans for its own share, probing with the local loss (no
+        collective in the probes; the global loss matrix is left out of the estimate).
+        """
+        fixed, per_image = step_memory_model(self.model, loss_fn, self.device, img_size=img_size,
                                              views=cfg.views, num_classes=self.data.num_classes,
                                              autocast=lambda: autocast_for(self.device, cfg.amp))
-        chunk = auto_chunk(cfg.batch_size, cfg.memory_budget_mb, fixed, per_image)
-        self.memory_estimate_mb = fixed + per_image * cfg.batch_size
+        share = cfg.batch_size // cfg.workers
+        chunk = auto_chunk(share, cfg.memory_budget_mb, fixed, per_image)
+        self.memory_estimate_mb = fixed + per_image * share
         return dataclasses.replace(cfg, contrastive_chunk=chunk) if chunk else cfg
 
     def _train_loader(self, epoch: int) -> DataLoader:
         generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
-        return DataLoader(self.data.train, batch_size=self.config.batch_size, drop_last=True,
-                          sampler=RandomSampler(self.data.train, generator=generator),
-                          num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda")
+        sampler = RandomSampler(self.data.train, generator=generator)
+        options = {"num_workers": self.config.num_workers, "pin_memory": self.device.type == "cuda"}
+        if self.replica is not None:  # the same global batches on every worker, each takes its share
+            batches = BatchSampler(sampler, self.config.batch_size, drop_last=True)
+            return DataLoader(self.data.train, batch_sampler=ShardedBatchSampler(batches, self.replica), **options)
+        return DataLoader(self.data.train, batch_size=self.config.batch_size, drop_last=True, sampler=sampler,
+                          **options)
 
     def run(self, wrap_batches: Callable[[Iterable, int], Iterable] | None = None) -> Iterator[dict[str, float]]:
         """Train the remaining epochs; yield each epoch's metrics. Raises :class:`TrialStopped`.
@@ -136,15 +161,16 @@ class Trial:
         cfg = self.config
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             start = time.perf_counter()
-            torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentations, dropout, drop_path
+            rank = self.replica.rank if self.replica is not None else 0
+            torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)  # augmentations, dropout, drop_path
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             try:
                 loader = self._train_loader(epoch)
                 batches = wrap_batches(loader, epoch) if wrap_batches is not None else loader
-                train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer,
-                                        self.scheduler, self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk)
-                val = evaluate(self.model, self.val_loader, self.device, amp=cfg.amp)
+                train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler,
+                                        self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk, replica=self.replica)
+                val = evaluate(self.model, self.val_loader, self.device, amp=cfg.amp, replica=self.replica)
             except TrialStopped:
                 raise
             except Exception as exc:

@@ -59,6 +59,13 @@ class CLCELoss(nn.Module):
         con.loss, con.ce = loss, ce.detach()
         return con
 
+    def classifier_ce(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The CE that trains the classifier on detached features at λ = 1 (added by the training step).
+
+        A method of the loss so that a data-parallel wrapper can compute it on the global batch.
+        """
+        return cross_entropy(logits, labels)
+
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Float32 cross-entropy outside autocast (used by evaluation)."""

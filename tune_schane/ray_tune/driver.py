@@ -16,7 +16,8 @@ from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .scheduler import CellASHA
 from .searchers import CellSearcher
 from .trackers import tracker_callbacks
-from .trainable import trainable
+from .train_workers import DRIVER_CPU, ReleaseTrainResources
+from .trainable import CONFIG_KEY, trainable
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -78,11 +79,11 @@ def run_sweep(
     """
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     resources = tune.with_resources(
-        trainable, lambda config: tune.PlacementGroupFactory([_bundle(config["resources"])]))
+        trainable, lambda config: tune.PlacementGroupFactory([_bundle(config)]))
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints: {keep_checkpoints!r} is not one of {KEEP_CHECKPOINTS}")
     callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all")
-    callbacks = [callback, *tracker_callbacks(sweep_id, mlflow_uri), *(callbacks or [])]
+    callbacks = [callback, ReleaseTrainResources(), *tracker_callbacks(sweep_id, mlflow_uri), *(callbacks or [])]
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=max_failures),
@@ -101,7 +102,8 @@ def run_sweep(
             resources,
             tune_config=tune.TuneConfig(metric=space.objective_metric, mode=space.objective_mode,
                                         search_alg=searcher, scheduler=scheduler, num_samples=total,
-                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
+                                        reuse_actors=space.max_workers() == 1,  # see train_workers.py
+                                        trial_dirname_creator=trial_dirname),
             run_config=run_config)
     results = tuner.fit()
     reconcile_store(results, store_uri, sweep_id, space)
@@ -116,7 +118,11 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _bundle(resources: dict) -> dict:
+def _bundle(config: dict) -> dict:
+    """The trial's own bundle; a data-parallel trial holds only its Train driver's (workers get theirs)."""
+    if int(config[CONFIG_KEY].get("workers", 1)) > 1:
+        return {"CPU": DRIVER_CPU}
+    resources = config["resources"]
     bundle = {"CPU": float(resources.get("cpu", 1))}
     if resources.get("gpu"):
         bundle["GPU"] = float(resources["gpu"])

@@ -19,6 +19,7 @@ from ..faults import fault_point
 from ..records import read_outputs, record_trial
 from ..space import SearchSpace
 from ..store import TrialStore
+from .train_workers import WORKER_NODES_KEY
 from .trainable import CONFIG_KEY, ERROR_KEY, trial_status
 
 
@@ -33,7 +34,8 @@ def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, tr
                  status=trial_status(result, error is not None, space.max_epochs), config=trial_config,
                  history=history, resources=config.get("resources"), error=message,
                  objective=space.objective_metric, mode=space.objective_mode,
-                 wall_seconds=float(result.get("time_total_s", math.nan)), node=result.get("node_ip"),
+                 wall_seconds=float(result.get("time_total_s", math.nan)),
+                 node=result.get(WORKER_NODES_KEY) or result.get("node_ip"),  # a data-parallel trial: its workers
                  params=config.get("params"))
 
 

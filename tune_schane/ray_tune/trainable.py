@@ -24,6 +24,7 @@ from ..config import TrialConfig
 from ..outcomes import METRIC_KEYS
 from ..train import TrialStopped
 from ..trial import Trial
+from .train_workers import run_workers
 
 STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"
@@ -36,6 +37,8 @@ CODE_PATH_KEY = "code_path"  # the tune_schane folder the trial imported
 def trainable(config: dict[str, Any]) -> None:
     """Run one trial under Ray Tune; resume from Tune's checkpoint when there is one."""
     trial_config = TrialConfig.from_dict(config[CONFIG_KEY]).resolved()
+    if trial_config.workers > 1:  # a Ray Train job of data-parallel workers
+        return run_workers(config, trial_config, status_key=STATUS_KEY, error_key=ERROR_KEY)
     resources = config.get("resources", {})
     if trial_config.num_threads is None:  # a reused worker keeps its first trial's thread count
         torch.set_num_threads(max(1, int(resources.get("cpu", 1))))
