@@ -94,7 +94,7 @@ def run_sweep(
         tuner = tune.Tuner.restore(experiment, trainable=resources, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        cell_searcher = CellSearcher(space, sweep_id)
+        cell_searcher = CellSearcher(space, sweep_id, store_uri)
         searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
         scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
         total = len(space.cells()) * space.num_samples * space.repeats

@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 from ray.tune.search import Searcher
 
 from ..faults import fault_point
@@ -173,6 +175,31 @@ class PruningAwareOptunaSearch:
             self.study.tell(number, state=TrialState.PRUNED if status == "pruned" else TrialState.FAIL,
                             skip_if_finished=True)
 
+    def adopt(self, trial_id: str, params: dict[str, Any], ray_trial_id: str) -> None:
+        """Book ``params`` as asked for ``trial_id``: a config handed out after the snapshot restored.
+
+        In memory the restored study never saw it: it is asked again with exactly these params. In a
+        storage it was asked there (and noted with its Ray trial id): that trial is booked instead.
+        """
+        from optuna.trial import TrialState
+
+        self.sampler.reseed_rng()  # restored to the snapshot, it would draw this very config next
+        if self.storage is None:
+            self.study.enqueue_trial(params)
+            trial = self.study.ask()
+            self.define_by_run(trial)
+            self._handles[trial.number] = trial
+            self.running[trial_id] = self.numbers[trial_id] = trial.number
+            return
+        for frozen in self.study.get_trials(deepcopy=False):
+            if ray_trial_id in frozen.user_attrs.get("ray_trial_ids", ()):
+                if frozen.number in self._orphans:
+                    self._orphans.remove(frozen.number)
+                if frozen.state == TrialState.RUNNING:
+                    self.running[trial_id] = frozen.number
+                self.numbers[trial_id] = frozen.number
+                return
+
     def optuna_trial(self, trial_id: str):
         """The Optuna trial behind ``trial_id`` as the study now records it (a ``FrozenTrial``)."""
         return self.study.trials[self.numbers[trial_id]]
@@ -199,6 +226,10 @@ class _ListSearch:
     def note(self, trial_id: str, key: str, value: Any) -> None:
         pass
 
+    def adopt(self, trial_id: str, params: dict[str, Any], ray_trial_id: str) -> None:
+        if self.next < len(self.points) and self.points[self.next] == params:
+            self.next += 1
+
 
 def make_cell_searcher(space: SearchSpace, cell: dict, index: int,
                        sweep_id: str | None = None) -> PruningAwareOptunaSearch | _ListSearch:
@@ -224,9 +255,9 @@ def make_cell_searcher(space: SearchSpace, cell: dict, index: int,
 class CellSearcher(PickledState, Searcher):
     """Round-robin over grid cells, one searcher each; every suggestion becomes ``repeats`` trials."""
 
-    def __init__(self, space: SearchSpace, sweep_id: str | None = None) -> None:
+    def __init__(self, space: SearchSpace, sweep_id: str | None = None, store_uri: str | None = None) -> None:
         super().__init__(metric=space.objective_metric, mode=space.objective_mode)
-        self.space = space
+        self.space, self.sweep_id, self.store_uri = space, sweep_id, store_uri
         self.cells = space.cells()
         self.searchers = [make_cell_searcher(space, cell, i, sweep_id) for i, cell in enumerate(self.cells)]
         self.budget = [space.num_samples] * len(self.cells)  # configs still to sample per cell
@@ -237,6 +268,62 @@ class CellSearcher(PickledState, Searcher):
         self.assignments: dict[str, str] = {}  # every trial id -> its group id
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.adopt_unknown_trials()
+
+    def adopt_unknown_trials(self) -> int:
+        """Book the trials the store holds but this restored state never handed out; return how many.
+
+        Ray snapshots the searcher with its experiment state about once a second; a trial handed out
+        and ended within that second before the driver died is in the store but not in the snapshot,
+        and the resumed sweep would hand its slot out again (one trial too many). Each such trial is
+        booked as it was: its seed taken off its group's queue, or its group made again with its
+        config (the cell's study asked for exactly that config), then told how it ended.
+        """
+        if not getattr(self, "store_uri", None) or not getattr(self, "sweep_id", None):
+            return 0
+        from ..store import TrialStore
+
+        store = TrialStore(self.store_uri)
+        if not store.exists():
+            return 0
+        rows = store.load_trials(self.sweep_id)
+        return sum(self._adopt(row) for row in rows.itertuples() if row.trial_id not in self.assignments)
+
+    def _adopt(self, row) -> bool:
+        params = json.loads(row.params or "{}")
+        cells = [i for i, c in enumerate(self.cells) if all(params.get(k) == v for k, v in c.items())]
+        if not cells:
+            return False
+        cell_index, cell = cells[0], self.cells[cells[0]]
+        sampled = {k: v for k, v in params.items() if k not in cell}
+        repeat = int(row.config_seed) - self.space.trial_config(sampled, cell, 0).seed
+        queued = [i for i, (g, r, p) in enumerate(self.queue)
+                  if self.groups[g]["cell"] == cell_index and r == repeat and p == sampled]
+        if queued:
+            group_id = self.queue.pop(queued[0])[0]
+        elif self.budget[cell_index] > 0:
+            group_id = f"g{len(self.groups)}"
+            self.searchers[cell_index].adopt(group_id, sampled, row.trial_id)
+            self.budget[cell_index] -= 1
+            self.groups[group_id] = {"cell": cell_index, "params": sampled, "pending": self.space.repeats,
+                                     "values": [], "statuses": [], "trials": []}
+            self.queue.extend((group_id, r, sampled) for r in range(self.space.repeats) if r != repeat)
+        else:
+            return False
+        self.groups[group_id].setdefault("trials", []).append(row.trial_id)
+        self.trial_group[row.trial_id] = self.assignments[row.trial_id] = group_id
+        epochs = 0 if pd.isna(row.epochs_run) else int(row.epochs_run)
+        if row.status in ("diverged", "oom"):
+            result = {STATUS_KEY: row.status, "epoch": epochs}
+        elif row.status == "error" or pd.isna(row.final_objective):
+            result = None
+        else:
+            result = {STATUS_KEY: "running", "epoch": epochs, self.metric: float(row.final_objective)}
+        self.on_trial_complete(row.trial_id, result, error=row.status == "error")
         return True
 
     def _new_group(self) -> bool:
