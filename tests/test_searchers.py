@@ -198,5 +198,7 @@ def test_seeds_wait_at_a_rung_then_resume_or_stop_together(tmp_path):
     assert scheduler.on_trial_result(controller, trials["b0"], done(1, 60.0)) == TrialScheduler.PAUSE
     trials["b0"].is_saving = True  # Ray is still writing b0's pause checkpoint ...
     assert scheduler.on_trial_result(controller, trials["b1"], done(1, 50.0)) == TrialScheduler.STOP
-    assert stopped == ["b0"]  # ... and stops it anyway, as its HyperBand does
+    assert stopped == []  # ... so b0 is stopped once paused (or the store would record it without its epoch)
+    trials["b0"].status, trials["b0"].is_saving = Trial.PAUSED, False
+    assert scheduler.choose_trial_to_run(controller) is None and stopped == ["b0"]
     assert scheduler.debug_string() == "ASHA per grid cell (1 cells): 2 trials stopped early, 2 waits for sibling seeds"

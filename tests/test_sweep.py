@@ -227,7 +227,8 @@ resources: {cpu: 1}
     statuses = by_config["status"].agg(lambda s: tuple(sorted(s)))
     assert all(len(set(pair)) == 1 for pair in statuses), statuses  # both seeds end the same way
     assert (statuses == ("pruned", "pruned")).any() and (statuses == ("completed", "completed")).any(), statuses
-    assert (by_config["epochs_run"].nunique() == 1).all()  # stopped at the same rung
+    assert (by_config["epochs_run"].nunique() == 1).all()  # stopped at the same rung, each with its epochs
+    assert (trials["epochs_run"] >= 1).all()
     paired = paired_comparison(trials)
     assert len(paired) == 2 and (paired["n_pairs"] == 2).all(), paired  # one row per batch size, 2 seeds each
 

@@ -90,19 +90,24 @@ class CellASHA(PickledState, FIFOScheduler):
         self._stop_doomed(tune_controller)
 
     def _stop_doomed(self, tune_controller) -> None:
-        """Stop the judged-out seeds that are paused (or still saving their pause checkpoint)."""
+        """Stop the judged-out seeds once they are paused.
+
+        Not while Ray still saves the pause checkpoint (Ray's HyperBand stops those at once): until
+        the save lands a trial stopped at its first rung has no checkpoint, and the store would
+        record it without its epochs. ``choose_trial_to_run`` comes back here on every step.
+        """
         if tune_controller is None:
             return
         for trial_id in sorted(self.doomed):
             trial = self.trials.get(trial_id)
             if trial is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
                 self.doomed.discard(trial_id)
-            elif trial.status in (Trial.PAUSED, Trial.PENDING) or getattr(trial, "is_saving", False):
+            elif trial.status in (Trial.PAUSED, Trial.PENDING) and not getattr(trial, "is_saving", False):
                 self.doomed.discard(trial_id)
                 tune_controller.stop_trial(trial)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        self._stop_doomed(tune_controller)  # one that was still saving when its group was stopped
+        self._stop_doomed(tune_controller)  # one that was still saving its checkpoint when judged
         trials = tune_controller.get_trials()
         for trial in trials:
             if trial.status == Trial.PENDING:
