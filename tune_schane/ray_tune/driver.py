@@ -71,8 +71,9 @@ def run_sweep(
     Returns Ray's results and the searcher (None on resume: Ray restores its own copy), whose
     Optuna studies tests inspect. ``keep_checkpoints``: ``"best"`` (the best trial's last checkpoint
     stays), ``"none"`` or ``"all"`` (Ray's own rule: CHECKPOINTS_KEPT per trial). While trials run,
-    CHECKPOINTS_KEPT stays in force (resume safety); an ended trial keeps its latest two once its row
-    is in the store (see StoreCallback), and the sweep's end applies ``keep_checkpoints``.
+    CHECKPOINTS_KEPT stays in force (resume safety); an ended trial keeps only its latest once its row
+    is in the store and a saved experiment state knows it ended (see StoreCallback), and the sweep's
+    end applies ``keep_checkpoints``.
     Trackers (TensorBoard always, MLflow with ``mlflow_uri``, the Optuna storage of
     ``space.optuna_storage``): :mod:`tune_schane.tracking`; a resume keeps the ones the sweep started with.
     ``callbacks``: more Ray callbacks (e.g. ``WandbLoggerCallback``, README "Use with your tools").

@@ -10,6 +10,7 @@ recorded with the config Ray gave it and no epochs.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from ray import tune
@@ -47,16 +48,21 @@ def _last_line(text: str) -> str:
 class StoreCallback(tune.Callback):
     """Writes each trial to the store when it ends: completed, pruned, diverged, oom or error.
 
-    With ``prune_checkpoints``, once a trial's row is in the store its older checkpoints go and its
-    latest two stay: a driver killed now resumes from the experiment state saved up to a second ago
-    (driver.EXPERIMENT_STATE_PERIOD_S), which may still name the trial running at its previous
-    checkpoint; Ray then reruns its last epoch and the row is written again (last write wins).
-    :func:`drop_sweep_checkpoints` at the end of the sweep decides about the rest.
+    With ``prune_checkpoints``, an ended trial's checkpoints go (its latest one stays, for the sweep
+    end's ``keep_checkpoints``) once its row is in the store *and* Ray has saved an experiment state
+    after the trial ended. Until then a driver killed now resumes from an older experiment state, which
+    can name the trial running at a checkpoint a few epochs back (Ray saves it at most every
+    driver.EXPERIMENT_STATE_PERIOD_S, and short epochs pass faster); Ray restores that checkpoint, so it
+    must still exist, or the resumed trial errors and its row overwrites the good one. Once a saved
+    state names the trial terminated, a resume leaves it alone. :func:`drop_sweep_checkpoints` at the
+    end of the sweep decides about the rest.
     """
 
     def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True) -> None:
         self.store_uri, self.sweep_id, self.space = store_uri, sweep_id, space
         self.prune_checkpoints = prune_checkpoints
+        self.ended: list[tuple[Any, float]] = []  # (trial, when its row landed): checkpoints still to drop
+        self._looked = 0.0
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         fault_point("result")
@@ -67,11 +73,38 @@ class StoreCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._write(trial, error=_error_text(trial))
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.ended and time.monotonic() - self._looked >= 1.0:  # one listing per second at most
+            self._looked = time.monotonic()
+            self._drop_settled()
+
     def _write(self, trial, error: str | None) -> None:
         record_ray_trial(TrialStore(self.store_uri), self.sweep_id, self.space, trial_id=trial.trial_id,
                          config=trial.config, result=trial.last_result, checkpoint=trial.checkpoint, error=error)
         if self.prune_checkpoints:  # only after the row landed: until then the checkpoint is the record
-            drop_checkpoints(trial.storage.storage_filesystem, trial.storage.trial_fs_path, keep_latest=2)
+            self.ended.append((trial, time.time()))
+
+    def _drop_settled(self) -> None:
+        """Drop the checkpoints of the ended trials that a saved experiment state knows as ended."""
+        storage = self.ended[0][0].storage
+        saved = saved_state_time(storage.storage_filesystem, storage.experiment_fs_path)
+        waiting = []
+        for trial, ended in self.ended:
+            if saved is not None and saved > ended + 0.5:  # margin: file times may be coarse
+                drop_checkpoints(trial.storage.storage_filesystem, trial.storage.trial_fs_path, keep_latest=1)
+            else:
+                waiting.append((trial, ended))
+        self.ended = waiting
+
+
+def saved_state_time(filesystem, experiment_path: str) -> float | None:
+    """When Ray last saved the experiment state (``experiment_state-*.json``), as a Unix time."""
+    import pyarrow.fs as pafs
+
+    infos = filesystem.get_file_info(pafs.FileSelector(experiment_path, allow_not_found=True))
+    times = [i.mtime.timestamp() for i in infos
+             if i.base_name.startswith("experiment_state") and i.base_name.endswith(".json") and i.mtime]
+    return max(times, default=None)
 
 
 def drop_checkpoints(filesystem, trial_path: str, *, keep: str | None = None, keep_latest: int = 0) -> int:
