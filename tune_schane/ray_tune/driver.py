@@ -44,8 +44,10 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 #   5 s period: the kill in the searcher came after a 1-epoch trial finished between two saves);
 # - a trial resumes from the checkpoint the last save named; if `num_to_keep` had deleted it since,
 #   it errors with "checkpoint does not exist on storage anymore".
-# Saving every second closes the first window for any trial whose epoch takes longer than that, and
-# with a few checkpoints kept per trial the second needs 4 epochs within a second. The cost is one
+# Saving every second narrows both windows; what is left is closed elsewhere: the restored searcher
+# books trials the store holds but its saved state never handed out (CellSearcher.restore), a trial's
+# checkpoints are only deleted once a saved state knows it ended (StoreCallback), and a trial that had
+# ended before the resume keeps its row if the stale state runs it again (StoreCallback.settled). The cost is one
 # small JSON write per second on the driver (Ray warns if a save takes long; on an object store,
 # raise it with TUNE_GLOBAL_CHECKPOINT_S).
 CHECKPOINTS_KEPT = 4
@@ -83,7 +85,8 @@ def run_sweep(
         trainable, lambda config: tune.PlacementGroupFactory([_bundle(config)]))
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints: {keep_checkpoints!r} is not one of {KEEP_CHECKPOINTS}")
-    callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all")
+    callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all",
+                             resume=resume)
     callbacks = [callback, ReleaseTrainResources(), *tracker_callbacks(sweep_id, mlflow_uri), *(callbacks or [])]
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=verbose,

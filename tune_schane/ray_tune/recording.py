@@ -58,9 +58,18 @@ class StoreCallback(tune.Callback):
     end of the sweep decides about the rest.
     """
 
-    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True) -> None:
+    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True,
+                 resume: bool = False) -> None:
         self.store_uri, self.sweep_id, self.space = store_uri, sweep_id, space
         self.prune_checkpoints = prune_checkpoints
+        # On resume: trials that had ended before the driver died. The saved state Ray resumes from may
+        # be older than their end and run them again; their first ending stands (the Optuna study keeps
+        # it too), so a rerun is not written over it. Errored trials are retried on purpose: not here.
+        self.settled: set[str] = set()
+        store = TrialStore(store_uri)
+        if resume and store.exists():
+            rows = store.load_trials(sweep_id)
+            self.settled = set(rows.loc[~rows["status"].isin(["error", "running"]), "trial_id"])
         self.ended: list[tuple[Any, float]] = []  # (trial, when its row landed): checkpoints still to drop
         self._looked = 0.0
 
@@ -79,6 +88,8 @@ class StoreCallback(tune.Callback):
             self._drop_settled()
 
     def _write(self, trial, error: str | None) -> None:
+        if trial.trial_id in self.settled:
+            return  # ended before the resume: that row stands (see __init__)
         record_ray_trial(TrialStore(self.store_uri), self.sweep_id, self.space, trial_id=trial.trial_id,
                          config=trial.config, result=trial.last_result, checkpoint=trial.checkpoint, error=error)
         if self.prune_checkpoints:  # only after the row landed: until then the checkpoint is the record
