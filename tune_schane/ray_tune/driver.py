@@ -85,8 +85,7 @@ def run_sweep(
         trainable, lambda config: tune.PlacementGroupFactory([_bundle(config)]))
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints: {keep_checkpoints!r} is not one of {KEEP_CHECKPOINTS}")
-    callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all",
-                             resume=resume)
+    callback = StoreCallback(store_uri, sweep_id, space, prune_checkpoints=keep_checkpoints != "all")
     callbacks = [callback, ReleaseTrainResources(), *tracker_callbacks(sweep_id, mlflow_uri), *(callbacks or [])]
     run_config = tune.RunConfig(
         name=sweep_id, storage_path=storage_path, callbacks=callbacks, verbose=verbose,

@@ -58,20 +58,25 @@ class StoreCallback(tune.Callback):
     end of the sweep decides about the rest.
     """
 
-    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True,
-                 resume: bool = False) -> None:
+    def __init__(self, store_uri: str, sweep_id: str, space: SearchSpace, *, prune_checkpoints: bool = True) -> None:
         self.store_uri, self.sweep_id, self.space = store_uri, sweep_id, space
         self.prune_checkpoints = prune_checkpoints
-        # On resume: trials that had ended before the driver died. The saved state Ray resumes from may
-        # be older than their end and run them again; their first ending stands (the Optuna study keeps
-        # it too), so a rerun is not written over it. Errored trials are retried on purpose: not here.
-        self.settled: set[str] = set()
-        store = TrialStore(store_uri)
-        if resume and store.exists():
-            rows = store.load_trials(sweep_id)
-            self.settled = set(rows.loc[~rows["status"].isin(["error", "running"]), "trial_id"])
         self.ended: list[tuple[Any, float]] = []  # (trial, when its row landed): checkpoints still to drop
         self._looked = 0.0
+        self.settled: set[str] = set()
+
+    def setup(self, **info: Any) -> None:
+        """At the start of a run, a resumed one too (Ray restores this object pickled with the run).
+
+        Trials that had ended before the driver died: the saved state Ray resumes from may be older
+        than their end and run them again; their first ending stands (the Optuna study keeps it too),
+        so a rerun is not written over it. Errored trials are retried on purpose: not settled.
+        """
+        store = TrialStore(self.store_uri)
+        self.ended, self.settled = [], set()
+        if store.exists():
+            rows = store.load_trials(self.sweep_id)
+            self.settled = set(rows.loc[~rows["status"].isin(["error", "running"]), "trial_id"])
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         fault_point("result")
