@@ -27,10 +27,10 @@ def test_checkpoints_of_an_ended_trial_wait_for_a_saved_state_that_knows_it_ende
                               trial_fs_path=str(trial_dir))
     callback = StoreCallback(str(tmp_path / "store"), "s", space=None)
     callback.ended.append((SimpleNamespace(storage=storage), state.stat().st_mtime + 10))  # ended after the save
-    callback._drop_settled()
+    callback._drop_ended_checkpoints()
     assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000000", "checkpoint_000001",
                                                            "checkpoint_000002"]  # the saved state predates its end
     later = state.stat().st_mtime + 20
     os.utime(state, (later, later))  # Ray saves the state again, now with the trial terminated
-    callback._drop_settled()
+    callback._drop_ended_checkpoints()
     assert sorted(p.name for p in trial_dir.iterdir()) == ["checkpoint_000002"] and callback.ended == []

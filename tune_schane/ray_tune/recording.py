@@ -90,7 +90,7 @@ class StoreCallback(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.ended and time.monotonic() - self._looked >= 1.0:  # one listing per second at most
             self._looked = time.monotonic()
-            self._drop_settled()
+            self._drop_ended_checkpoints()
 
     def _write(self, trial, error: str | None) -> None:
         if trial.trial_id in self.settled:
@@ -100,7 +100,7 @@ class StoreCallback(tune.Callback):
         if self.prune_checkpoints:  # only after the row landed: until then the checkpoint is the record
             self.ended.append((trial, time.time()))
 
-    def _drop_settled(self) -> None:
+    def _drop_ended_checkpoints(self) -> None:
         """Drop the checkpoints of the ended trials that a saved experiment state knows as ended."""
         storage = self.ended[0][0].storage
         saved = saved_state_time(storage.storage_filesystem, storage.experiment_fs_path)
