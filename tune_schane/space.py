@@ -46,8 +46,8 @@ import yaml
 from .config import TrialConfig, parse_overrides, read_yaml_mapping
 from .errors import BadInput
 from .space_catalog import SPACES_DIR, default_space_path, shipped_spaces
+from .space_schema import PATIENCE, STARTUP_TRIALS, WARM_START, ParamSpec, ResourceRule, parse_space_mapping
 from .space_schema import TOP_KEYS as SPACE_KEYS
-from .space_schema import ParamSpec, ResourceRule, parse_space_mapping
 
 __all__ = ["DefineByRun", "ParamSpec", "ResourceRule", "SearchSpace", "builtin_spaces", "default_space_path",
            "load_space", "parse_space"]
@@ -65,6 +65,9 @@ class SearchSpace:
     objective_mode: str = "max"
     searcher: str = "optuna"
     searcher_seed: int = 0
+    warm_start: int = WARM_START  # configs a cell borrows from its neighbours' incumbents (cell_sharing.py); 0: off
+    patience: int = PATIENCE  # configs in a row without a new incumbent before a cell stops sampling; 0: never
+    startup_trials: int = STARTUP_TRIALS  # TPE's random start-up trials per cell
     scheduler: str = "asha"
     max_epochs: int = 4
     grace_period: int = 1

@@ -86,7 +86,7 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
     only(data, TOP_KEYS, "top level")
     fixed = _fixed(data)
     scheduler = _scheduler(data.get("scheduler"), fixed)
-    searcher, seed = _searcher(data.get("searcher"))
+    searcher, seed, sharing = _searcher(data.get("searcher"))
     grid = _grid(data.get("grid"), fixed)
     params = parse_params(data.get("params"), fixed, grid, searcher)
     metric, mode = _objective(data.get("objective"))
@@ -95,7 +95,7 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
         "description": _description(data.get("description")),
         "fixed": fixed, "params": params, "grid": grid,
         "objective_metric": metric, "objective_mode": mode,
-        "searcher": searcher, "searcher_seed": seed, **scheduler,
+        "searcher": searcher, "searcher_seed": seed, **sharing, **scheduler,
         "num_samples": _num_samples(data, searcher),
         "repeats": integer(data.get("repeats", 1), "repeats", 1),
         "max_concurrent": integer(data.get("max_concurrent", 1), "max_concurrent", 1),
@@ -149,13 +149,32 @@ def _scheduler(raw: Any, fixed: dict[str, Any]) -> dict[str, Any]:
     return {"scheduler": kind, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": factor}
 
 
-def _searcher(raw: Any) -> tuple[str, int]:
+# Defaults of the searcher's grid switches (tune_schane/cell_sharing.py), from `python -m benchmarks.search`
+# (docs/performance.md "Search efficiency").
+# Best measured gap: warm starts on, patience off (it stops the hard cells with a bad incumbent), and
+# 3 random start-up trials (Optuna's default of 10 leaves a 6-sample cell no TPE phase at all).
+WARM_START = 3  # configs a cell may borrow from its neighbours' incumbents
+PATIENCE = 0  # configs in a row without a better incumbent before a cell stops sampling; 0: never
+STARTUP_TRIALS = 3  # TPE's random start-up trials per cell
+
+
+def _searcher(raw: Any) -> tuple[str, int, dict[str, Any]]:
+    """Type, seed, and the switches of :mod:`tune_schane.cell_sharing` (0 turns one off)."""
     searcher = mapping(raw, "searcher")
-    only(searcher, {"type", "seed"}, "searcher")
+    only(searcher, {"type", "seed", "warm_start", "patience", "startup_trials"}, "searcher")
     kind = searcher.get("type", "optuna")
     if kind not in SEARCHERS:
         raise BadInput(f"searcher.type: {kind!r} is not one of {', '.join(SEARCHERS)}")
-    return kind, integer(searcher.get("seed", 0), "searcher.seed", 0)
+    seed = integer(searcher.get("seed", 0), "searcher.seed", 0)
+    if kind == "grid":
+        only(searcher, {"type", "seed"}, "searcher (grid: every grid point runs once)")
+        return kind, seed, {"warm_start": 0, "patience": 0, "startup_trials": STARTUP_TRIALS}
+    if kind != "optuna" and "startup_trials" in searcher:
+        raise BadInput(f"searcher.startup_trials: only the optuna (TPE) searcher has start-up trials, not {kind}")
+    return kind, seed, {
+        "warm_start": integer(searcher.get("warm_start", WARM_START), "searcher.warm_start", 0),
+        "patience": integer(searcher.get("patience", PATIENCE), "searcher.patience", 0),
+        "startup_trials": integer(searcher.get("startup_trials", STARTUP_TRIALS), "searcher.startup_trials", 1)}
 
 
 def _grid(raw: Any, fixed: dict[str, Any]) -> dict[str, list[Any]]:

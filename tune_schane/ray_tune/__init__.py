@@ -2,8 +2,11 @@
 
 - :mod:`.trainable`: the trial under Ray (config dict -> the plain loop, one report per epoch) and
   the keys of its reports;
-- :mod:`.searchers`: one Optuna study (``ask``/``tell``) or grid list per cell, ``repeats`` seeds per
-  config, behind one Ray ``Searcher``;
+- :mod:`.searchers`: one searcher per cell (:mod:`.optuna_search`: an Optuna study driven with
+  ``ask``/``tell``, or the grid list), ``repeats`` seeds per config, warm starts between neighbouring
+  cells, behind one Ray ``Searcher``;
+- :mod:`.anchor`: Ray's own ``OptunaSearch`` + ``ASHAScheduler`` over the whole space (what the search
+  benchmark measures against);
 - :mod:`.scheduler`: ASHA per grid cell;
 - :mod:`.recording`: every finished trial into the store (the callback, reconciliation on resume);
 - :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``.

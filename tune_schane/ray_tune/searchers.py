@@ -1,29 +1,30 @@
-"""Searchers: one Optuna study (or a fixed list) per grid cell, behind one Ray ``Searcher``.
+"""One Ray ``Searcher`` over the grid: a searcher per cell, ``repeats`` seeds per config, cells that share.
 
-- :class:`PruningAwareOptunaSearch` owns its ``optuna.Study`` (in memory, or in the sweep's Optuna
-  storage: :mod:`tune_schane.optuna_storage`) and drives it with ``ask``/``tell``.
-  Ray's ``OptunaSearch`` tells COMPLETE whenever a trial has a result, so trials stopped early by
-  ASHA would reach TPE as complete with a truncated score; here they are told PRUNED (TPE then uses
-  their intermediate values as Optuna intends), and diverged, out-of-memory and errored trials FAIL.
-  Owning the study also means nothing reads Ray's private searcher state.
-- :class:`CellSearcher` runs one searcher per grid cell (so a batch-size ablation gives every cell
-  its own TPE study instead of letting TPE abandon the small batches) and expands each sampled
-  config into ``repeats`` trials with consecutive seeds; the cell's searcher hears the mean of a group.
+- Each grid cell has its own searcher (:mod:`.optuna_search`: a TPE or random Optuna study, or the
+  grid list), so a batch-size ablation gives every cell its own study instead of letting one TPE
+  abandon the small batches; cells take turns.
+- Each sampled config becomes ``repeats`` trials with consecutive seeds; the cell's searcher hears
+  the mean of the group.
+- Neighbouring cells share (:mod:`tune_schane.cell_sharing`): a cell's new incumbent is queued as a
+  warm start in the cells at the adjacent batch sizes, and a cell whose incumbent has not moved for
+  ``patience`` configs stops sampling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from ray.tune.search import Searcher
 
+from ..cell_sharing import CellSharing, Offer
 from ..faults import fault_point
-from ..optuna_storage import cell_key, study_name
+from ..optuna_storage import cell_key
 from ..space import SearchSpace
+from .optuna_search import PruningAwareOptunaSearch, make_cell_searcher
 from .trainable import CELL_KEY, CONFIG_KEY, STATUS_KEY, trial_status
 
 
@@ -37,219 +38,6 @@ class PickledState:
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:
             self.__dict__.update(pickle.load(fh))
-
-
-class PruningAwareOptunaSearch:
-    """An Optuna study asked for configs and told how each trial ended (COMPLETE, PRUNED or FAIL).
-
-    The study lives in memory (pickled whole with Ray's searcher checkpoint) or, with ``storage``
-    (a URL for :func:`tune_schane.optuna_storage.open_storage`), in that storage under
-    ``study_name``. The storage is then the record: a pickle holds only the bookkeeping, and the
-    study is reopened from the storage when first used after a restore. A driver killed between two
-    searcher checkpoints leaves the storage ahead of the restored bookkeeping, in two ways, both
-    reconciled here:
-
-    - a trial told after the checkpoint is told again when Ray reruns it: ``skip_if_finished``
-      keeps the first ending (and reports on it are dropped), so nothing is told twice;
-    - a trial asked after the checkpoint is ``RUNNING`` in the storage but unknown to Ray: it is
-      handed out again (its stored params through ``FixedTrial``) before anything new is asked, so
-      no trial is lost or left running for ever; the sampler is then reseeded, or it would
-      draw the same config once more.
-    """
-
-    def __init__(self, *, space: Callable[[Any], dict[str, Any]], metric: str, mode: str, sampler: Any,
-                 max_epochs: int, storage: str | None = None, study_name: str | None = None,
-                 user_attrs: dict[str, Any] | None = None) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        if storage is not None and not study_name:
-            raise ValueError("a study in a storage needs a study_name")
-        self.define_by_run, self.metric, self.max_epochs = space, metric, max_epochs
-        self.sampler, self.storage, self.study_name = sampler, storage, study_name
-        self.direction = "maximize" if mode == "max" else "minimize"
-        self.running: dict[str, int] = {}  # trial id -> its trial number, until told
-        self.numbers: dict[str, int] = {}  # every trial id -> its trial number in the study
-        self._handles: dict[int, Any] = {}  # trial number -> optuna.Trial (never pickled with a storage)
-        self._orphans: list[int] = []  # RUNNING in the storage, unknown to Ray (see the class docstring)
-        self._study = self._open()
-        for key, value in (user_attrs or {}).items():
-            self._study.set_user_attr(key, value)
-
-    def _open(self):
-        import optuna
-
-        from ..optuna_storage import open_storage
-
-        storage = None if self.storage is None else open_storage(self.storage)
-        return optuna.create_study(storage=storage, study_name=self.study_name, direction=self.direction,
-                                   sampler=self.sampler, load_if_exists=True)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if self.storage is not None:  # the storage is the record: reopened on first use
-            state.update(_study=None, _handles={}, _orphans=[])
-        return state
-
-    @property
-    def study(self):
-        if self._study is None:
-            from optuna.trial import TrialState
-
-            self._study = self._open()
-            known = set(self.numbers.values())
-            self._orphans = [t.number for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                             if t.number not in known]
-            if self._orphans:
-                self.sampler.reseed_rng()
-        return self._study
-
-    def _handle(self, number: int):
-        """The ``optuna.Trial`` of trial ``number`` (one asked before a restore has none: make it).
-
-        Optuna offers no public way back to a live ``Trial`` for a trial another process asked;
-        ``Trial(study, storage trial id)`` is what ``Study.ask`` itself builds.
-        """
-        if number not in self._handles:
-            import optuna
-
-            frozen = self.study.get_trials(deepcopy=False)[number]
-            self._handles[number] = optuna.trial.Trial(self.study, frozen._trial_id)
-        return self._handles[number]
-
-    def suggest(self, trial_id: str) -> dict[str, Any]:
-        study = self.study
-        while self._orphans:
-            import optuna
-
-            number = self._orphans.pop(0)
-            try:
-                config = self.define_by_run(optuna.trial.FixedTrial(study.get_trials(deepcopy=False)[number].params,
-                                                                    number))
-            except ValueError:  # killed while it was being sampled: some params are missing
-                study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-                continue
-            self.running[trial_id], self.numbers[trial_id] = number, number
-            return config
-        trial = study.ask()
-        self._handles[trial.number] = trial
-        self.running[trial_id], self.numbers[trial_id] = trial.number, trial.number
-        return self.define_by_run(trial)
-
-    def note(self, trial_id: str, key: str, value: Any) -> None:
-        """A user attribute on the trial's Optuna trial (``ray_trial_ids``: which Ray trials it is)."""
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        number = self.running.get(trial_id)
-        if number is not None:
-            try:
-                self._handle(number).set_user_attr(key, value)
-            except UpdateFinishedTrialError:
-                pass
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        import warnings
-
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        number = self.running.get(trial_id)
-        if number is not None and result.get(STATUS_KEY, "running") == "running":  # never a failure's placeholder
-            try:
-                with warnings.catch_warnings():  # a rerun epoch reports its step again: Optuna keeps the first
-                    warnings.simplefilter("ignore")
-                    self._handle(number).report(float(result[self.metric]), step=int(result["epoch"]))
-            except UpdateFinishedTrialError:  # told before the driver restarted (see the class docstring)
-                pass
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        from optuna.trial import TrialState
-
-        number = self.running.pop(trial_id, None)
-        if number is None:
-            return
-        self._handles.pop(number, None)
-        status = trial_status(result, error, self.max_epochs)
-        if status == "completed":
-            self.study.tell(number, float(result[self.metric]), state=TrialState.COMPLETE, skip_if_finished=True)
-        else:
-            self.study.tell(number, state=TrialState.PRUNED if status == "pruned" else TrialState.FAIL,
-                            skip_if_finished=True)
-
-    def adopt(self, trial_id: str, params: dict[str, Any], ray_trial_id: str) -> None:
-        """Book ``params`` as asked for ``trial_id``: a config handed out after the snapshot restored.
-
-        In memory the restored study never saw it: it is asked again with exactly these params. In a
-        storage it was asked there (and noted with its Ray trial id): that trial is booked instead.
-        """
-        from optuna.trial import TrialState
-
-        self.sampler.reseed_rng()  # restored to the snapshot, it would draw this very config next
-        if self.storage is None:
-            self.study.enqueue_trial(params)
-            trial = self.study.ask()
-            self.define_by_run(trial)
-            self._handles[trial.number] = trial
-            self.running[trial_id] = self.numbers[trial_id] = trial.number
-            return
-        for frozen in self.study.get_trials(deepcopy=False):
-            if ray_trial_id in frozen.user_attrs.get("ray_trial_ids", ()):
-                if frozen.number in self._orphans:
-                    self._orphans.remove(frozen.number)
-                if frozen.state == TrialState.RUNNING:
-                    self.running[trial_id] = frozen.number
-                self.numbers[trial_id] = frozen.number
-                return
-
-    def optuna_trial(self, trial_id: str):
-        """The Optuna trial behind ``trial_id`` as the study now records it (a ``FrozenTrial``)."""
-        return self.study.trials[self.numbers[trial_id]]
-
-
-class _ListSearch:
-    """The ``grid`` baseline: hands out a fixed list of configs in order."""
-
-    def __init__(self, points: list[dict]) -> None:
-        self.points, self.next = points, 0
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if self.next >= len(self.points):
-            return None
-        self.next += 1
-        return dict(self.points[self.next - 1])
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        pass
-
-    def note(self, trial_id: str, key: str, value: Any) -> None:
-        pass
-
-    def adopt(self, trial_id: str, params: dict[str, Any], ray_trial_id: str) -> None:
-        if self.next < len(self.points) and self.points[self.next] == params:
-            self.next += 1
-
-
-def make_cell_searcher(space: SearchSpace, cell: dict, index: int,
-                       sweep_id: str | None = None) -> PruningAwareOptunaSearch | _ListSearch:
-    """The cell's searcher; with ``space.optuna_storage`` its study is ``<sweep_id>/<cell key>`` there."""
-    import optuna
-
-    if space.searcher == "grid":
-        return _ListSearch([p for p in space.grid_points() if all(p.get(k) == v for k, v in cell.items())])
-    seed = space.searcher_seed + index
-    sampler = (optuna.samplers.TPESampler(seed=seed) if space.searcher == "optuna"
-               else optuna.samplers.RandomSampler(seed=seed))
-    stored = {}
-    if space.optuna_storage is not None:
-        if not sweep_id:
-            raise ValueError("a space with optuna_storage needs the sweep id (it names the studies)")
-        stored = {"storage": space.optuna_storage, "study_name": study_name(sweep_id, cell),
-                  "user_attrs": {"sweep": sweep_id, "cell": cell_key(cell), "objective": space.objective_metric}}
-    return PruningAwareOptunaSearch(space=space.define_by_run(cell), metric=space.objective_metric,
-                                    mode=space.objective_mode, sampler=sampler, max_epochs=space.max_epochs,
-                                    **stored)
 
 
 class CellSearcher(PickledState, Searcher):
@@ -266,12 +54,15 @@ class CellSearcher(PickledState, Searcher):
         self.groups: dict[str, dict] = {}  # group id -> {cell, params, pending, values, statuses}
         self.trial_group: dict[str, str] = {}  # running trials
         self.assignments: dict[str, str] = {}  # every trial id -> its group id
+        self.sharing = CellSharing(space)  # warm starts between neighbouring cells, per-cell patience
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        if not hasattr(self, "sharing"):  # a sweep started before warm starts existed: it goes on without
+            self.sharing = CellSharing(dataclasses.replace(self.space, warm_start=0, patience=0))
         self.adopt_unknown_trials()
 
     def adopt_unknown_trials(self) -> int:
@@ -309,8 +100,8 @@ class CellSearcher(PickledState, Searcher):
             group_id = f"g{len(self.groups)}"
             self.searchers[cell_index].adopt(group_id, sampled, row.trial_id)
             self.budget[cell_index] -= 1
-            self.groups[group_id] = {"cell": cell_index, "params": sampled, "pending": self.space.repeats,
-                                     "values": [], "statuses": [], "trials": []}
+            offer = self.sharing.sampled(cell_index, sampled)
+            self._add_group(group_id, cell_index, sampled, offer)
             self.queue.extend((group_id, r, sampled) for r in range(self.space.repeats) if r != repeat)
         else:
             return False
@@ -327,25 +118,39 @@ class CellSearcher(PickledState, Searcher):
         return True
 
     def _new_group(self) -> bool:
+        """Sample the next config (a neighbour's warm start when one waits), from the next cell that still samples."""
         for _ in range(len(self.cells)):
             cell_index = self.turn % len(self.cells)
             self.turn += 1
-            if self.budget[cell_index] <= 0:
+            if self.budget[cell_index] <= 0 or not self.sharing.keeps_sampling(cell_index):
                 continue
             group_id = f"g{len(self.groups)}"
-            params = self.searchers[cell_index].suggest(group_id)
+            offer = self.sharing.next_offer(cell_index)
+            params = self.searchers[cell_index].suggest(group_id, fixed=offer.params if offer else None)
             if params is None:
                 self.budget[cell_index] = 0
                 continue
+            if offer is not None and any(params.get(k) != v for k, v in offer.params.items()):
+                self.sharing.give_back(cell_index, offer)  # a trial left by a killed driver came first
+                offer = None
+            self.sharing.sampled(cell_index, params)
             self.budget[cell_index] -= 1
-            self.groups[group_id] = {"cell": cell_index, "params": params, "pending": self.space.repeats,
-                                     "values": [], "statuses": [], "trials": []}
+            self._add_group(group_id, cell_index, params, offer)
             self.queue.extend((group_id, r, params) for r in range(self.space.repeats))
             return True
         return False
 
+    def _add_group(self, group_id: str, cell_index: int, params: dict, offer: Offer | None) -> None:
+        origin = None if offer is None else cell_key(self.cells[offer.source])
+        self.groups[group_id] = {"cell": cell_index, "params": params, "pending": self.space.repeats,
+                                 "values": [], "statuses": [], "trials": [], "warm_start_from": origin}
+        if origin is not None:
+            self.searchers[cell_index].note(group_id, "warm_start_from", origin)
+
     def suggest(self, trial_id: str) -> dict | None:
         if not self.queue and not self._new_group():
+            if self.trial_group and self.space.warm_start > 0 and any(b > 0 for b in self.budget):
+                return None  # not now: a running config may become an incumbent whose neighbours borrow it
             return Searcher.FINISHED
         fault_point("sample")
         group_id, repeat, params = self.queue.pop(0)
@@ -356,7 +161,8 @@ class CellSearcher(PickledState, Searcher):
         cell = self.cells[group["cell"]]
         config = self.space.trial_config(params, cell, repeat)
         return {CONFIG_KEY: config.to_dict(), "params": {**cell, **params}, "repeat": repeat, "group": group_id,
-                CELL_KEY: self.groups[group_id]["cell"], "resources": self.space.resources_for(config.batch_size)}
+                CELL_KEY: group["cell"], "resources": self.space.resources_for(config.batch_size),
+                "warm_start_from": group.get("warm_start_from")}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         group_id = self.trial_group.get(trial_id)
@@ -382,8 +188,10 @@ class CellSearcher(PickledState, Searcher):
             return
         searcher = self.searchers[group["cell"]]
         statuses = group["statuses"]
-        if all(s == "completed" for s in statuses):  # the searcher hears the mean over seeds
-            mean = sum(group["values"]) / len(group["values"])
+        completed = all(s == "completed" for s in statuses)
+        mean = sum(group["values"]) / len(group["values"]) if completed else None
+        self.sharing.ended(group["cell"], group["params"], mean)
+        if completed:  # the searcher hears the mean over seeds
             searcher.on_trial_complete(group_id, {self.metric: mean, "epoch": self.space.max_epochs})
         elif any(s == "pruned" for s in statuses):
             searcher.on_trial_complete(group_id, None, error=False)
