@@ -7,7 +7,9 @@ Each ratio is measured against its reference in this same run, on this machine:
 - gradcache: cached step at batch 8c / plain step at c, peak memory (target ≤ 1.3); time / plain at 8c
 - distributed: a two-worker (gloo) training step / one process on the same global batch, time (the gather's cost)
 
-``--quick`` skips the sweep search comparison (ASHA+TPE vs random+FIFO), which runs two sweeps.
+- search:    epochs of each search strategy / random + FIFO's for the same per-cell answers (benchmarks.search)
+
+``--quick`` skips the search benchmark (about half an hour of real sweeps on 2 cores).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import distributed, gradcache, loss, sweep, trial
+from benchmarks import distributed, gradcache, loss, search, sweep, trial
 from benchmarks.common import machine_line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip the two-sweep search comparison")
+    parser.add_argument("--quick", action="store_true", help="skip the search benchmark (real sweeps)")
     args = parser.parse_args(argv)
     print(f"# tune-schane benchmarks — {machine_line()}\n")
     loss_rows = loss.run([512, 2048, 4096])
@@ -36,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         ray_rows = sweep.throughput_rows(device, Path(tmp))
-        search_rows = [] if args.quick else sweep.search_rows(None, Path(tmp))
-    sweep.print_tables(ray_rows, search_rows)
+    sweep.print_table(ray_rows)
+    search_rows = [] if args.quick else search.run_all(search.parse([]))
     print()
     cache_rows = gradcache.run()
     gradcache.print_table(cache_rows)
@@ -60,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in ddp_rows:
         case = f"{r['model']}@{r['img']} B={r['batch']} W={r['workers']}"
         print(f"{'ddp':10} {'cpu':6} {case:32} {r['ratio']:8.2f}  time W gloo workers / 1 process (W threads)")
-    if len(search_rows) == 2:
-        asha, fifo = search_rows
-        print(f"{'search':10} {'':6} {'epochs ASHA+TPE / random+FIFO':32} {asha['epochs'] / fifo['epochs']:8.2f}  "
-              f"best {asha['best']:.2f} vs {fifo['best']:.2f}")
+    for r in search.summary(search_rows):
+        print(f"{'search':10} {'cpu':6} {r['strategy'] + ' epochs':32} {r['ratio']:8.2f}  / random+FIFO's, "
+              f"mean per-cell gap {r['mean_gap']:.2f} points")
     return 0
 
 

@@ -11,6 +11,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ..space import SearchSpace
+from .anchor import ray_optuna_asha
 from .connect import checked_address, shipped_code
 from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .scheduler import CellASHA
@@ -67,6 +68,7 @@ def run_sweep(
     keep_checkpoints: str = "best",
     mlflow_uri: str | None = None,
     callbacks: list | None = None,
+    strategy: str = "cells",
 ) -> tuple[tune.ResultGrid, CellSearcher | None]:
     """Run (or resume) a sweep; every trial ends up in the store (see CHECKPOINTS_KEPT for resume safety).
 
@@ -79,6 +81,7 @@ def run_sweep(
     Trackers (TensorBoard always, MLflow with ``mlflow_uri``, the Optuna storage of
     ``space.optuna_storage``): :mod:`tune_schane.tracking`; a resume keeps the ones the sweep started with.
     ``callbacks``: more Ray callbacks (e.g. ``WandbLoggerCallback``, README "Use with your tools").
+    ``strategy``: ``"cells"`` (this package's search) or ``"ray-optuna"``, the benchmark's anchor (anchor.py).
     """
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
     resources = tune.with_resources(
@@ -97,10 +100,15 @@ def run_sweep(
         tuner = tune.Tuner.restore(experiment, trainable=resources, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        cell_searcher = CellSearcher(space, sweep_id, store_uri)
-        searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
-        scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
-        total = len(space.cells()) * space.num_samples * space.repeats
+        if strategy == "ray-optuna":
+            searcher, scheduler, total = ray_optuna_asha(space)
+        elif strategy == "cells":
+            cell_searcher = CellSearcher(space, sweep_id, store_uri)
+            searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
+            scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
+            total = len(space.cells()) * space.num_samples * space.repeats
+        else:
+            raise ValueError(f"strategy: {strategy!r} is not 'cells' or 'ray-optuna'")
         tuner = tune.Tuner(
             resources,
             tune_config=tune.TuneConfig(metric=space.objective_metric, mode=space.objective_mode,
