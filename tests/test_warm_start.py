@@ -237,3 +237,17 @@ def test_a_warm_start_decided_after_the_last_snapshot_is_booked_on_resume_not_ru
         finish(restored, f"r{len(rest) - 1}", None)
     assert not any(c["warm_start_from"] and cell_of(c) == "supcon@64" for c in rest)
     assert all(sorted(c["params"].items()) != sorted(warm["params"].items()) for c in rest)
+
+
+def test_the_switches_default_to_the_benchmarks_choice_and_a_space_file_can_set_each(tmp_path):
+    from tune_schane.space_schema import PATIENCE, STARTUP_TRIALS, WARM_START
+
+    plain = space_from(tmp_path, GRID.replace("searcher: {type: optuna, seed: 0, warm_start: 2, patience: 0}",
+                                              "searcher: {type: optuna, seed: 0}"))
+    assert (plain.warm_start, plain.patience, plain.startup_trials) == (WARM_START, PATIENCE, STARTUP_TRIALS)
+    assert (WARM_START, PATIENCE, STARTUP_TRIALS) == (3, 0, 3)  # docs/performance.md "Search efficiency"
+    set_ = space_from(tmp_path, warm_start=0, patience=4, startup_trials=7)
+    assert (set_.warm_start, set_.patience, set_.startup_trials) == (0, 4, 7)
+    from tune_schane.ray_tune.optuna_search import make_cell_searcher
+
+    assert make_cell_searcher(set_, set_.cells()[0], 0).sampler._n_startup_trials == 7
