@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def run_one(space, strategy: str, sweep_id: str, workdir: Path) -> tuple[pd.Data
     from tune_schane.store import TrialStore
 
     store = workdir / f"store-{sweep_id}"
+    for folder in (store, workdir / "ray" / sweep_id):  # an earlier run's rows would join this one's
+        shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     ray_tune.init_ray(None)
     try:
