@@ -53,6 +53,11 @@ def carried(space: SearchSpace, params: dict[str, Any], cell: dict[str, Any]) ->
     return kept
 
 
+def covers(config: dict[str, Any], params: dict[str, Any]) -> bool:
+    """True when ``config`` holds every one of ``params`` with the same value (an offer, carried)."""
+    return all(config.get(k) == v for k, v in params.items())
+
+
 @dataclass
 class Offer:
     params: dict[str, Any]
@@ -102,35 +107,27 @@ class CellSharing:
         record = self.records[cell]
         record.tried.append(dict(params))
         for offer in record.offers:
-            if all(params.get(k) == v for k, v in offer.params.items()):
+            if covers(params, offer.params):
                 record.offers.remove(offer)
                 record.borrowed += 1
                 return offer
         return None
 
-    def ended(self, cell: int, params: dict[str, Any], value: float | None) -> list[int]:
-        """A config of ``cell`` ended (``value``: its mean over seeds; None if pruned or failed).
-
-        Returns the neighbours offered it (it became the incumbent).
-        """
+    def ended(self, cell: int, params: dict[str, Any], value: float | None) -> None:
+        """A config of ``cell`` ended (``value``: its mean over seeds; None if pruned or failed)."""
         record = self.records[cell]
         better = value is not None and (record.best is None or
                                         (value > record.best if self.maximize else value < record.best))
         if not better:
             record.since_best += 1
-            return []
+            return
         record.best, record.since_best = value, 0
-        if self.space.warm_start <= 0:
-            return []
-        offered = []
-        for other in self.neighbours[cell]:
+        for other in self.neighbours[cell] if self.space.warm_start > 0 else ():
             offer = Offer(carried(self.space, params, self.cells[other]), cell)
             target = self.records[other]
             if target.borrowed >= self.space.warm_start or self._tried(other, offer.params):
                 continue
             target.offers = [o for o in target.offers if o.source != cell] + [offer]
-            offered.append(other)
-        return offered
 
     def keeps_sampling(self, cell: int) -> bool:
         """False once the cell should stop sampling (patience spent, no offer waiting)."""
@@ -140,4 +137,4 @@ class CellSharing:
         return any(not self._tried(cell, o.params) for o in record.offers) and record.borrowed < self.space.warm_start
 
     def _tried(self, cell: int, params: dict[str, Any]) -> bool:
-        return any(all(t.get(k) == v for k, v in params.items()) for t in self.records[cell].tried)
+        return any(covers(config, params) for config in self.records[cell].tried)

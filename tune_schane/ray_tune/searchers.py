@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
-from ..cell_sharing import CellSharing, Offer
+from ..cell_sharing import CellSharing, Offer, covers
 from ..faults import fault_point
 from ..optuna_storage import cell_key
 from ..space import SearchSpace
@@ -130,7 +130,7 @@ class CellSearcher(PickledState, Searcher):
             if params is None:
                 self.budget[cell_index] = 0
                 continue
-            if offer is not None and any(params.get(k) != v for k, v in offer.params.items()):
+            if offer is not None and not covers(params, offer.params):
                 self.sharing.give_back(cell_index, offer)  # a trial left by a killed driver came first
                 offer = None
             self.sharing.sampled(cell_index, params)
