@@ -218,3 +218,112 @@ def plot_learning_curves(epochs: pd.DataFrame, trials: pd.DataFrame, ax: Any = N
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_expected_max(table: pd.DataFrame, ax: Any = None, objective: str = "objective") -> Any:
+    """Expected best of n trials against n, one panel per batch size, a line and band per family.
+
+    ``table`` is :func:`analysis.expected_max.expected_max_table`'s. A family whose curve keeps
+    rising at the right edge was still gaining from more trials; curves that cross mean the ranking
+    of the families depends on the tuning budget. ``ax``: one Axes per batch size (a sequence), or
+    one Axes for everything (batch sizes then differ by line style).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({int(b) for b in table["batch_size"]}) if len(table) else []
+    if ax is None:
+        count = max(len(sizes), 1)
+        fig, axes = plt.subplots(1, count, figsize=(min(3.6 * count, 14.4), 3.6), layout="constrained", sharey=True,
+                                 squeeze=False)
+        axes = list(axes.ravel())
+    else:
+        axes = list(np.ravel(ax))
+        fig = axes[0].figure
+    if not sizes:
+        _note(axes[0], "no trials")
+        axes[0].set_title("Expected best of n trials")
+        return fig
+    shared = len(axes) < len(sizes)  # one Axes for every batch size: tell them apart by line style
+    styles = ("-", "--", ":", "-.")
+    for index, size in enumerate(sizes):
+        panel = axes[0] if shared else axes[index]
+        part = table[table["batch_size"] == size]
+        for loss, curve in part.sort_values("n").groupby("loss", sort=True):
+            colour, marker = _style(str(loss))
+            label = f"{loss} (bs {size})" if shared else f"{loss} ({int(curve['n_trials'].iloc[0])} trials)"
+            line = styles[index % len(styles)] if shared else "-"
+            drawn = panel.plot(curve["n"], curve["expected"], color=colour, linestyle=line, marker=marker,
+                               markersize=3, label=label)
+            panel.fill_between(curve["n"], curve["low"], curve["high"], color=drawn[0].get_color(), alpha=0.15,
+                               linewidth=0)
+        if not shared:
+            panel.set_title(f"batch size {size}")
+            panel.set_xlabel("trials n")
+            panel.legend(fontsize=7)
+            panel.grid(alpha=0.3)
+    if shared:
+        axes[0].set_title("Expected best of n trials")
+        axes[0].set_xlabel("trials n")
+        axes[0].legend(fontsize=7, ncols=2)
+        axes[0].grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for panel in axes[: 1 if shared else len(sizes)]:
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel(f"expected best {objective} (band: bootstrap)")
+    return fig
+
+
+def plot_paired_seeds(paired_diffs: pd.DataFrame, ax: Any = None, method: str = "t", ci: float = 0.95) -> Any:
+    """Per family: each seed's difference to the baseline as a dot per batch size, with the mean and interval.
+
+    ``paired_diffs`` is :func:`analysis.seed_stats.paired_differences`'s (loss, batch_size, seed,
+    diff). Dots of one seed are joined by a faint line, so a subset on which a family wins at
+    every batch size reads as one unit rather than several wins. The black bar is the mean over
+    seeds of each seed's difference averaged over batch sizes, with its interval over seeds
+    (:func:`analysis.seed_stats.interval`); none below the minimum number of seeds.
+    """
+    from analysis.seed_stats import interval
+
+    fig, ax = _axes(ax)
+    if paired_diffs.empty:
+        _note(ax, "no seed that a family and the baseline share")
+        ax.set_title("Paired differences per seed")
+        return fig
+    import matplotlib
+
+    families = sorted({str(v) for v in paired_diffs["loss"]})
+    sizes = sorted({int(v) for v in paired_diffs["batch_size"]})
+    cmap = matplotlib.colormaps["viridis"]
+    colours = {s: cmap(i / max(len(sizes) - 1, 1)) for i, s in enumerate(sizes)}
+    offsets = {s: (i - (len(sizes) - 1) / 2) * 0.5 / max(len(sizes), 1) for i, s in enumerate(sizes)}
+    labels = []
+    for x, loss in enumerate(families):
+        part = paired_diffs[paired_diffs["loss"].astype(str) == loss]
+        for _, one in part.groupby("seed"):
+            one = one.sort_values("batch_size")
+            xs = [x - 0.1 + offsets[int(b)] for b in one["batch_size"]]
+            ax.plot(xs, one["diff"], color="#bbbbbb", linewidth=0.7, zorder=1)
+            ax.scatter(xs, one["diff"], color=[colours[int(b)] for b in one["batch_size"]], s=18, zorder=2)
+        result = interval(part.groupby("seed")["diff"].mean(), method=method, ci=ci)
+        if np.isfinite(result["low"]):
+            ax.errorbar([x + 0.3], [result["mean"]], yerr=[[result["mean"] - result["low"]],
+                                                           [result["high"] - result["mean"]]],
+                        color="black", marker="o", capsize=4, zorder=3)
+        else:
+            ax.scatter([x + 0.3], [result["mean"]], color="black", marker="o", zorder=3)
+        labels.append(f"{loss}\n{result['n']} seeds" + ("" if np.isfinite(result["low"]) else " (no CI)"))
+    for size in sizes:
+        ax.scatter([], [], color=colours[size], s=18, label=f"bs {size}")
+    ax.errorbar([], [], yerr=[], color="black", marker="o", capsize=4, label=f"mean over seeds ± {ci:.0%} CI")
+    ax.axhline(0, color="#7f7f7f", linewidth=1)
+    ax.set_xticks(range(len(families)), labels)
+    ax.set_xlim(-0.6, len(families) - 0.4)
+    ax.set_ylabel("family − baseline, same seed and batch size")
+    ax.set_title("Paired differences per seed")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return fig
