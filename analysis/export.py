@@ -12,15 +12,15 @@ configured for, so rerunning its config would not reproduce anything recorded.
 from __future__ import annotations
 
 import json
-import typing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tune_schane.config import TrialConfig, dump_config, field_types
+from tune_schane.config import dump_config
 from tune_schane.errors import BadInput
+from tune_schane.records import config_from_row
 
 from .sensitivity import objective_mode
 from .values import plain
@@ -36,6 +36,9 @@ def best_trials(trials: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     """
     if by is not None and by not in GROUPS:
         raise BadInput(f"--by {by!r}: expected one of {sorted(GROUPS)}")
+    from .confirmed import search_part
+
+    trials = search_part(trials)  # a config is chosen on val by the search, never on test by its confirm rows
     objective = pd.to_numeric(trials["best_objective"], errors="coerce")
     done = trials[(trials["status"].astype(str) == "completed") & objective.notna()].copy()
     mode = objective_mode(done)
@@ -47,28 +50,6 @@ def best_trials(trials: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     else:
         ranked = ranked.head(1)
     return ranked.drop(columns=["_objective", "_tid"]).reset_index(drop=True)
-
-
-def config_from_row(row: pd.Series) -> TrialConfig:
-    """The trial's :class:`TrialConfig` from its ``config_*`` columns, validated and resolved.
-
-    Null columns become None; a null in a field that may not be None (a column added to TrialConfig
-    after the trial was written, read back as null) falls back to the field's default. Columns of
-    fields TrialConfig no longer has are ignored.
-    """
-    hints = typing.get_type_hints(TrialConfig)
-    data: dict[str, Any] = {}
-    for name, kind in field_types().items():
-        column = f"config_{name}"
-        value = plain(row.get(column)) if column in row.index else None
-        if value is None:
-            if type(None) in typing.get_args(hints[name]) and column in row.index:
-                data[name] = None
-            continue
-        if kind is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        data[name] = value
-    return TrialConfig.from_dict(data, source=f"trial {row.get('trial_id')}").resolved()
 
 
 def provenance_of(row: pd.Series) -> dict[str, Any]:
@@ -107,10 +88,30 @@ def export_name(by: str | None, row: pd.Series) -> str:
     return f"best-{by}-{plain(row[GROUPS[by]])}.yaml"
 
 
+def confirmed_numbers(trials: pd.DataFrame, trial_id: str) -> dict[str, Any] | None:
+    """The confirm stage's test numbers for the config a search trial ran (None when it was not confirmed)."""
+    from .confirmed import confirm_part, confirm_summary
+
+    confirm = confirm_part(trials)
+    if confirm.empty:
+        return None
+    mine = confirm[confirm["params"].fillna("{}").map(lambda t: trial_id in json.loads(t).get("source_trials", []))]
+    table = confirm_summary(mine)
+    if table.empty:
+        return None
+    row = table.iloc[0]
+    return {"test_top1_mean": plain(row["test_mean"]), "ci95": [plain(row["ci_low"]), plain(row["ci_high"])],
+            "n_seeds": int(row["n_seeds"]), "note": str(row["note"]) or None,
+            "what": "mean test top-1 over fresh seeds (tune-schane confirm), t-interval over seeds: the number "
+                    "to report for this config"}
+
+
 def export_best(trials: pd.DataFrame, out: str | Path, by: str | None = None) -> list[Path]:
     """Write the best config(s) into folder ``out`` with :func:`tune_schane.config.dump_config`.
 
-    One file per group (see :func:`export_name`); returns the paths written, in group order.
+    One file per group (see :func:`export_name`); returns the paths written, in group order. The
+    config is the search's choice (best on val); where the confirm stage retrained it, its test numbers
+    come first in the provenance, and the search's value is labelled selection (optimistic).
     """
     out = Path(out)
     best = best_trials(trials, by)
@@ -120,6 +121,11 @@ def export_best(trials: pd.DataFrame, out: str | Path, by: str | None = None) ->
     paths = []
     for _, row in best.iterrows():
         path = out / export_name(by, row)
-        dump_config(config_from_row(row), path, provenance_of(row))
+        provenance = provenance_of(row)
+        confirm = confirmed_numbers(trials, str(row["trial_id"]))
+        provenance = {"confirm": confirm, **provenance} if confirm else provenance
+        provenance["selection"] = ("best_objective is this trial's best epoch on val, the value the search picked "
+                                   "it by: selection (optimistic)")
+        dump_config(config_from_row(row), path, provenance)
         paths.append(path)
     return paths

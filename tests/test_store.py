@@ -112,6 +112,9 @@ def test_files_readable_with_plain_pyarrow_and_pandas(tmp_path):
         "resources_cpu": pa.float64(), "resources_gpu": pa.float64(), "node": pa.string(),
         "versions": pa.string(), "commit": pa.string(), "params": pa.string(),
         "written_at": pa.timestamp("us", tz="UTC"),
+        "stage": pa.string(), "confirm_job": pa.string(), "val_from": pa.string(), "val_images": pa.int64(),
+        "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_epoch": pa.int64(),
+        "test_images": pa.int64(), "test_epoch_pick": pa.string(),
     }  # fmt: skip
     for name, dtype in documented.items():
         assert schema.field(name).type == dtype, name

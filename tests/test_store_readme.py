@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -67,13 +66,13 @@ def test_one_sweeps_files_recipe(store):
     assert len(e) == len(store.read_table("epochs", "my-sweep")) == 6 and set(e["sweep_id"]) == {"my-sweep"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("polars") is None, reason="polars not installed")
 def test_polars_recipe(store):
     assert sorted(run(recipes("python")[3])["t"]["trial_id"]) == ["t0", "t1", "t2"]
 
 
 def test_duckdb_recipe(store):
-    duckdb = pytest.importorskip("duckdb")
+    import duckdb
+
     t = duckdb.sql(recipes("sql")[0]).df()
     expected = store.load_trials("my-sweep")
     assert pairs(t) == pairs(expected)

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from .errors import BadInput
+from .outcomes import TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
 LR_RULES = ("none", "linear", "sqrt")
@@ -82,12 +83,17 @@ class TrialConfig:
     num_threads: int | None = None  # torch CPU threads; None = leave torch's default
     num_workers: int = 0  # DataLoader workers
     amp: bool = True  # bf16 autocast on CUDA (the loss itself always runs in float32); no effect on CPU
+    # --- evaluation on the sealed test split (the confirm stage; a search never sets these) ---------------
+    score_test: bool = False  # after the last epoch, score once on the dataset's test split (tune-schane confirm)
+    test_epoch: str = "final"  # final | best_val: the weights scored on test, the last epoch's or the best on val
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
         """Check every value; raise :class:`BadInput` naming the first problem."""
         if self.loss not in LOSS_FAMILIES:
             raise BadInput(f"loss: unknown loss family {self.loss!r} (expected one of {LOSS_FAMILIES})")
+        if self.test_epoch not in TEST_EPOCH_PICKS:
+            raise BadInput(f"test_epoch: {self.test_epoch!r} is not one of {', '.join(TEST_EPOCH_PICKS)}")
         if self.lr_rule not in LR_RULES:
             raise BadInput(f"lr_rule: {self.lr_rule!r} is not one of {', '.join(LR_RULES)}")
         if self.optimizer not in OPTIMIZERS:

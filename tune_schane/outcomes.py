@@ -15,8 +15,15 @@ EPOCH_METRICS = (
 METRIC_KEYS = ("epoch", *EPOCH_METRICS)  # every key of every epoch's report (Ray needs the same keys each time)
 TRIAL_STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
 OBJECTIVE_MODES = ("max", "min")
+# Which stage wrote a trial row: a sweep's search (chooses, on val), the confirm stage (retrains the finalists on
+# fresh seeds and scores once on test), or a single `tune-schane train` run. Rows written before the column
+# existed read as null (they are search or train rows, by their sweep id).
+STAGES = ("search", "confirm", "train")
+TEST_EPOCH_PICKS = ("final", "best_val")  # which epoch's weights a confirm trial scores on test
+TEST_METRICS = ("test_top1", "test_top5", "test_loss")  # a confirm trial's one score on the sealed test split
 
 # What a trial writes beside its checkpoint (tune_schane.trial.Trial.write_outputs), readable without torch;
 # tune_schane.records.read_outputs reads them back for the store, whoever ran the trial.
 CONFIG_FILE = "config.yaml"  # the resolved config as the trial runs it (automatic chunk and memory budget included)
 HISTORY_FILE = "history.json"  # the metrics of every finished epoch
+EVALUATION_FILE = "evaluation.json"  # where val came from and, for a confirm trial, its one test score

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import math
 import platform
+import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .config import TrialConfig
-from .outcomes import CONFIG_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
+from .config import TrialConfig, field_types
+from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE, TEST_METRICS
 from .provenance import git_commit, versions_json
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow.fs
 
     from .store import TrialStore
@@ -58,9 +60,19 @@ def trial_row(
     resources_gpu: float = 0.0,
     node: str | None = None,
     params: dict[str, Any] | None = None,
+    stage: str | None = None,
+    confirm_job: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One trials-table row (see trials/README.md for the schema)."""
+    """One trials-table row (see trials/README.md for the schema).
+
+    ``evaluation`` is what the trial wrote in ``evaluation.json`` (:meth:`tune_schane.trial.Trial.evaluation`):
+    where its val images came from and, for a confirm trial, its one score on the sealed test split.
+    """
     return {
+        **evaluation_columns(evaluation),
+        "stage": stage,
+        "confirm_job": confirm_job,
         "sweep_id": sweep_id,
         "trial_id": trial_id,
         "status": status,
@@ -79,6 +91,69 @@ def trial_row(
         "commit": git_commit(),
         "params": json.dumps(params or {}, sort_keys=True, default=str),
     }
+
+
+def evaluation_columns(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """The trial row's split and test columns from a trial's ``evaluation.json`` (all null when absent)."""
+    evaluation = evaluation or {}
+    splits, test = evaluation.get("splits") or {}, evaluation.get("test") or {}
+
+    def number(mapping: dict, key: str, kind: type) -> Any:
+        value = mapping.get(key)
+        return kind(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    return {"val_from": splits.get("val_from"), "val_images": number(splits, "val_images", int),
+            **{key: number(test, key, float) for key in TEST_METRICS},
+            "test_epoch": number(test, "test_epoch", int), "test_images": number(test, "test_images", int),
+            "test_epoch_pick": test.get("test_epoch_pick")}
+
+
+def read_evaluation(filesystem: pyarrow.fs.FileSystem, folder: str) -> dict[str, Any] | None:
+    """The ``evaluation.json`` a trial wrote into ``folder`` (None when absent: trials of older versions)."""
+    try:
+        with filesystem.open_input_stream(f"{folder}/{EVALUATION_FILE}") as src:
+            data = json.loads(src.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plain(value: Any) -> Any:
+    """A YAML-safe Python scalar from a store cell: numpy/pandas scalars unwrapped; NaN, None, NA and NaT -> None.
+
+    A null config cell is a conditional parameter the trial did not use (τ for ce, λ for supcon).
+    """
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def config_from_row(row: pd.Series) -> TrialConfig:
+    """The trial's :class:`TrialConfig` from its ``config_*`` columns, validated and resolved.
+
+    Null columns become None; a null in a field that may not be None (a column added to TrialConfig
+    after the trial was written, read back as null) falls back to the field's default. Columns of
+    fields TrialConfig no longer has are ignored.
+    """
+    hints = typing.get_type_hints(TrialConfig)
+    data: dict[str, Any] = {}
+    for name, kind in field_types().items():
+        column = f"config_{name}"
+        value = plain(row.get(column)) if column in row.index else None
+        if value is None:
+            if type(None) in typing.get_args(hints[name]) and column in row.index:
+                data[name] = None
+            continue
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        data[name] = value
+    return TrialConfig.from_dict(data, source=f"trial {row.get('trial_id')}").resolved()
 
 
 def epoch_rows(sweep_id: str, trial_id: str, history: Sequence[dict]) -> list[dict[str, Any]]:

@@ -77,6 +77,7 @@ class SearchSpace:
     max_concurrent: int = 1
     resources: ResourceRule = field(default_factory=ResourceRule)
     optuna_storage: str | None = None  # where the cells' studies live (tune_schane.optuna_storage); None: memory
+    confirm: dict[str, Any] | None = None  # {top, seeds, epoch}: the sweep ends with `tune-schane confirm`; None: not
     source: str = ""
     path: str | None = None
     description: str = ""

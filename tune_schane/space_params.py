@@ -16,6 +16,9 @@ from .errors import BadInput
 KINDS = ("choice", "uniform", "loguniform", "int", "grid")  # `grid` only with the grid searcher
 SPEC_KEYS = ("when", "log", "step")
 RESERVED = {"epochs": "it is set from scheduler.max_epochs"}  # fields a space may not search or grid
+# Fields no part of a space may set: a search never reads the test split (tune-schane confirm does, and sets them).
+SEALED = {name: "the test split is sealed during a search; `tune-schane confirm` (or the space's confirm:) scores it"
+          for name in ("score_test", "test_epoch")}
 
 
 # ------------------------------------------------------------------------------------ typed pieces
@@ -131,6 +134,8 @@ def config_field(key: Any, where: str) -> str:
     """Refuse a name that is not a TrialConfig field (typos would otherwise be silently ignored)."""
     if not isinstance(key, str) or key not in field_types():
         raise BadInput(f"{where}.{key}: unknown TrialConfig field {key!r}")
+    if key in SEALED:
+        raise BadInput(f"{where}.{key}: {SEALED[key]}")
     return key
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .config import TrialConfig
 from .errors import BadInput
-from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES
+from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES, TEST_EPOCH_PICKS
 from .space_params import (
     ParamSpec,
     config_field,
@@ -41,7 +41,9 @@ from .space_params import (
 __all__ = ["ParamSpec", "ResourceRule", "lookup", "parse_space_mapping"]
 
 TOP_KEYS = ("name", "description", "fixed", "params", "grid", "objective", "searcher", "scheduler",
-            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule", "optuna_storage")
+            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule", "optuna_storage", "confirm")
+CONFIRM_KEYS = ("top", "seeds", "epoch")
+CONFIRM_DEFAULTS = {"top": 1, "seeds": 5, "epoch": "final"}  # tune-schane confirm's defaults too
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -101,7 +103,25 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
         "max_concurrent": integer(data.get("max_concurrent", 1), "max_concurrent", 1),
         "resources": _resources(data.get("resources")),
         "optuna_storage": _optuna_storage(data.get("optuna_storage"), searcher),
+        "confirm": parse_confirm(data.get("confirm")),
     }
+
+
+def parse_confirm(raw: Any) -> dict[str, Any] | None:
+    """``confirm: {top: K, seeds: N, epoch: final|best_val}`` (or ``confirm: true`` for the defaults): the
+    sweep ends with the confirm stage (tune_schane.confirm). Absent or false: no confirm stage."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return dict(CONFIRM_DEFAULTS)
+    settings = mapping(raw, "confirm")
+    only(settings, CONFIRM_KEYS, "confirm")
+    epoch = settings.get("epoch", CONFIRM_DEFAULTS["epoch"])
+    if epoch not in TEST_EPOCH_PICKS:
+        raise BadInput(f"confirm.epoch: {epoch!r} is not one of {', '.join(TEST_EPOCH_PICKS)}")
+    return {"top": integer(settings.get("top", CONFIRM_DEFAULTS["top"]), "confirm.top", 1),
+            "seeds": integer(settings.get("seeds", CONFIRM_DEFAULTS["seeds"]), "confirm.seeds", 1),
+            "epoch": epoch}
 
 
 def _name(value: Any) -> str:

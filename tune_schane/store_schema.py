@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from .config import field_types
 from .errors import BadInput
-from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES, TRIAL_STATUSES
+from .outcomes import EPOCH_METRICS, OBJECTIVE_MODES, STAGES, TEST_METRICS, TRIAL_STATUSES
 
 SCHEMA_VERSION = 1
 METADATA_VERSION_KEY = b"tune_schane.schema_version"
@@ -79,6 +79,15 @@ def trials_schema() -> pa.Schema:
         pa.field("commit", pa.string()),
         pa.field("written_at", TIMESTAMP, nullable=False),
         pa.field("params", pa.string()),
+        # Which stage wrote the row and where its numbers came from (null in stores written before them):
+        pa.field("stage", pa.string()),  # search | confirm | train
+        pa.field("confirm_job", pa.string()),  # confirm rows: <cell>/<role><rank>/s<seed>, unique per sweep
+        pa.field("val_from", pa.string()),  # where the val_* metrics' images came from (train_pool)
+        pa.field("val_images", pa.int64()),
+        *(pa.field(name, pa.float64()) for name in TEST_METRICS),  # confirm rows: the one score on test
+        pa.field("test_epoch", pa.int64()),  # the epoch whose weights were scored on test
+        pa.field("test_images", pa.int64()),
+        pa.field("test_epoch_pick", pa.string()),  # final | best_val: how test_epoch was chosen
     ]
     return pa.schema(fields, metadata=_metadata("trials"))
 
@@ -150,6 +159,8 @@ def validate_trial_row(row: dict[str, Any], now: datetime, where: str) -> dict[s
     record = _typed_record(row, trials_schema(), now, where)
     if record["status"] not in TRIAL_STATUSES:
         raise ValueError(f"{where}: status {record['status']!r} is not one of {TRIAL_STATUSES}")
+    if record["stage"] is not None and record["stage"] not in STAGES:
+        raise ValueError(f"{where}: stage {record['stage']!r} is not one of {STAGES}")
     mode = record["objective_mode"]
     if mode is not None and mode not in OBJECTIVE_MODES:
         raise ValueError(f"{where}: objective_mode {mode!r} is not one of {OBJECTIVE_MODES}")

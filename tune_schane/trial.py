@@ -30,7 +30,7 @@ from .distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, broadcas
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
-from .outcomes import CONFIG_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
+from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
 from .records import best_of, final_of
 from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
 
@@ -102,7 +102,7 @@ class Trial:
         img_size, mean, std = normalisation(cfg.model, cfg.img_size, cfg.pretrained)
         self.data = build_data(cfg.dataset, root=cfg.data_root, download=cfg.download, shots=cfg.shots,
                                seed=cfg.seed, img_size=img_size, mean=mean, std=std, views=cfg.views,
-                               val_size=cfg.val_size)
+                               val_size=cfg.val_size, include_test=cfg.score_test)
         n_train = len(self.data.train)
         if cfg.batch_size > n_train:
             raise BadInput(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
@@ -121,12 +121,18 @@ class Trial:
         self.scheduler = build_scheduler(self.optimizer, epochs=cfg.epochs,
                                          steps_per_epoch=self.steps_per_epoch,
                                          warmup_epochs=cfg.warmup_epochs)
-        val = self.data.val if replica is None else Subset(self.data.val, range(replica.rank, len(self.data.val),
-                                                                                 replica.world_size))
-        self.val_loader = DataLoader(val, batch_size=max(cfg.batch_size // world, 64), shuffle=False,
-                                     num_workers=cfg.num_workers)
+        self.val_loader = self._eval_loader(self.data.val)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
+        self.test_result: dict[str, float] | None = None  # the one score on test (score_test), after the last epoch
+        self.best_val: tuple[float, int, dict] | None = None  # (val_top1, epoch, weights) for test_epoch=best_val
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        """One deterministic pass over ``dataset``; a data-parallel worker scores its share."""
+        replica, world = self.replica, self.config.workers
+        part = dataset if replica is None else Subset(dataset, range(replica.rank, len(dataset), world))
+        return DataLoader(part, batch_size=max(self.config.batch_size // world, 64), shuffle=False,
+                          num_workers=self.config.num_workers)
 
     def _fit_memory_budget(self, cfg: TrialConfig, img_size: int, loss_fn) -> TrialConfig:
         """The config with an automatic gradient-cache chunk when the batch would exceed the budget.
@@ -183,12 +189,53 @@ class Trial:
             metrics = {key: float(metrics.get(key, math.nan)) for key in METRIC_KEYS}
             self.epoch = epoch
             self.history.append(metrics)
+            if cfg.score_test:
+                self._keep_best_val(metrics)
+                if epoch == cfg.epochs:
+                    self.test_result = self._score_test()
             yield metrics
 
+    def _keep_best_val(self, metrics: dict[str, float]) -> None:
+        """With ``test_epoch: best_val``, a copy of the weights of the best epoch on val (the first of ties)."""
+        value = metrics[OBJECTIVE]
+        if self.config.test_epoch == "best_val" and math.isfinite(value) and (
+                self.best_val is None or value > self.best_val[0]):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_val = (value, int(metrics["epoch"]), weights)
+
+    def _score_test(self) -> dict[str, float]:
+        """Score the chosen epoch's weights once on the sealed test split (the confirm stage's number).
+
+        The epoch is the last one (``test_epoch: final``) or the best on val (``best_val``), chosen
+        before test is read; the final weights are put back afterwards, so the checkpoint stays the run's.
+        """
+        cfg = self.config
+        final = None
+        epoch = self.epoch
+        if cfg.test_epoch == "best_val" and self.best_val is not None:
+            final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            _, epoch, weights = self.best_val
+            self.model.load_state_dict(weights)
+        try:
+            scores = evaluate(self.model, self._eval_loader(self.data.test), self.device, amp=cfg.amp,
+                              replica=self.replica)
+        finally:
+            if final is not None:
+                self.model.load_state_dict(final)
+        return {"test_top1": scores["val_top1"], "test_top5": scores["val_top5"], "test_loss": scores["val_loss"],
+                "test_epoch": epoch, "test_images": len(self.data.test), "test_epoch_pick": cfg.test_epoch}
+
+    def evaluation(self) -> dict:
+        """Where the metrics came from (``splits``: the data roles) and the test score, for the store."""
+        return {"splits": dict(getattr(self.data, "split_info", {}) or {}), "test": self.test_result}
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "history": self.history}
+        state = {"epoch": self.epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "history": self.history, "test_result": self.test_result}
+        if self.best_val is not None:  # a resumed confirm trial still scores the best epoch's weights
+            state["best_val"] = {"value": self.best_val[0], "epoch": self.best_val[1], "weights": self.best_val[2]}
+        return state
 
     def write_outputs(self, directory: str | Path) -> None:
         """Write the resolved config (``config.yaml``) and the metrics so far (``history.json``), atomically.
@@ -200,9 +247,10 @@ class Trial:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         dump_config(self.config, directory / CONFIG_FILE)
-        tmp = directory / f".{HISTORY_FILE}.tmp"
-        tmp.write_text(json.dumps(self.history))
-        tmp.replace(directory / HISTORY_FILE)
+        for name, content in ((EVALUATION_FILE, self.evaluation()), (HISTORY_FILE, self.history)):
+            tmp = directory / f".{name}.tmp"
+            tmp.write_text(json.dumps(content))
+            tmp.replace(directory / name)
 
     def save_checkpoint(self, directory: str | Path) -> Path:
         """Write ``checkpoint.pt`` atomically into ``directory``, with the trial's outputs beside it."""
@@ -226,6 +274,9 @@ class Trial:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.test_result = state.get("test_result")
+        best = state.get("best_val")
+        self.best_val = (float(best["value"]), int(best["epoch"]), best["weights"]) if best else None
 
 
 @dataclass
@@ -235,6 +286,7 @@ class TrialResult:
     error: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    evaluation: dict = field(default_factory=dict)  # Trial.evaluation(): data roles and the test score
 
     def best_objective(self, metric: str = OBJECTIVE, mode: str = "max") -> float:
         return best_of(self.history, metric, mode)
@@ -277,4 +329,4 @@ def run_trial(
     except Exception as exc:  # recorded, not swallowed: the caller decides the exit code
         status = "error"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-    return TrialResult(trial.config, status, error, trial.history, time.perf_counter() - start)
+    return TrialResult(trial.config, status, error, trial.history, time.perf_counter() - start, trial.evaluation())
