@@ -35,6 +35,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return sweep_command(args)
 
 
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from .commands import confirm_command
+
+    return confirm_command(args)
+
+
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from .commands import spaces_command
 
@@ -113,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
     p.add_argument("--num-gpus", type=int, default=None,
                    help="local Ray only: GPUs to offer (logical GPUs on a CPU machine test GPU packing)")
+
+    p = add("confirm", _cmd_confirm, "Retrain a sweep's finalists (and the baseline) on fresh seeds; score once "
+                                      "on the sealed test split. The numbers to report come from here.")
+    p.add_argument("--sweep", default=None, help="sweep id (default: the most recent sweep)")
+    p.add_argument("--top", type=int, default=None, help="configs per grid cell (default: the space's confirm.top, "
+                                                         "else 1); the baseline's best at each cell is added")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="fresh seeds per config, never used by the search, the same for every config (default 5)")
+    p.add_argument("--epoch", choices=["final", "best_val"], default=None,
+                   help="weights scored on test: the final epoch's (default) or the best epoch on val")
+    p.add_argument("--store", default=DEFAULT_STORE, help="trial store (path or pyarrow URI)")
+    p.add_argument("--storage", default=None, help="Ray Tune storage folder or URI (default: runs/ray)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster (as for sweep)")
+    p.add_argument("--no-ship-code", dest="ship_code", action="store_false",
+                   help="with --address: do not ship this package's code to the nodes")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted confirm (running trials resume from their checkpoints)")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer (default: all)")
+    p.add_argument("--num-gpus", type=int, default=None, help="local Ray only: GPUs to offer")
 
     add("spaces", _cmd_spaces, "List the shipped search spaces (names `sweep` accepts) with a description.")
 

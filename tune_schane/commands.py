@@ -60,10 +60,14 @@ def train_command(args: argparse.Namespace) -> int:
     params = {"provenance": loaded.provenance} if loaded.provenance else None
     record_trial(store, sweep_id=sweep_id, trial_id=trial_id, status=result.status, config=result.config,
                  history=result.history, resources={"cpu": float(config.num_threads or 0)}, error=result.error,
-                 wall_seconds=result.wall_seconds, params=params)
+                 wall_seconds=result.wall_seconds, params=params, stage="train", evaluation=result.evaluation)
     best = result.best_objective()
     print(f"{result.status}: best val_top1 {best:.2f} over {len(result.history)} epochs "
           f"({result.wall_seconds:.1f} s); recorded in {args.store} as {sweep_id}/{trial_id}", flush=True)
+    test = (result.evaluation or {}).get("test")
+    if test:
+        print(f"test_top1 {test['test_top1']:.2f} on {test['test_images']} test images "
+              f"(epoch {test['test_epoch']}, {test['test_epoch_pick']})", flush=True)
     if result.status != "completed":
         print(f"tune-schane: trial ended {result.status}: {(result.error or '').splitlines()[0]}",
               file=sys.stderr)
@@ -120,12 +124,82 @@ def sweep_command(args: argparse.Namespace) -> int:
         ray_tune.run_sweep(space, sweep_id=sweep_id, store_uri=args.store, storage_path=storage,
                            resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"),
                            mlflow_uri=mlflow)
+        if space.confirm:  # the space asks the sweep to end with its confirm stage
+            compact_finished_sweep(store, sweep_id)
+            confirm_stage(store, sweep_id, space, storage, resume=args.resume, **space.confirm)
     finally:
         ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep
     print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
     print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
     return 0
+
+
+def confirm_command(args: argparse.Namespace) -> int:
+    """``tune-schane confirm``: retrain a finished sweep's finalists on fresh seeds, score once on test."""
+    import yaml
+
+    from analysis.command import resolve_sweep
+
+    from .compaction import compact_finished_sweep
+    from .space import parse_space
+    from .space_schema import CONFIRM_DEFAULTS
+
+    store, sweep_id, _ = resolve_sweep(args.store, args.sweep)
+    text = store.read_space(sweep_id)
+    if text is None:
+        raise BadInput(f"sweep {sweep_id}: the store holds no search space for it (a `tune-schane train` run?); "
+                       "confirm needs a sweep")
+    space = parse_space(yaml.safe_load(text) or {}, source=text, where=f"sweep {sweep_id}'s space")
+    settings = {**CONFIRM_DEFAULTS, **(space.confirm or {})}
+    for key in ("top", "seeds", "epoch"):
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
+        raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
+    if not args.address:
+        cpus, gpus = _local_resources()
+        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
+                            gpus if args.num_gpus is None else args.num_gpus)
+    storage = storage_uri(args.storage or "runs/ray")
+    from . import ray_tune
+
+    try:
+        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                                    ship_code=getattr(args, "ship_code", True))
+        space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+        confirm_stage(store, sweep_id, space, storage, resume=args.resume, **settings)
+    finally:
+        ray_tune.shutdown()
+    compact_finished_sweep(store, sweep_id)
+    return 0
+
+
+def confirm_stage(store, sweep_id: str, space, storage: str, *, top: int, seeds: int, epoch: str,
+                  resume: bool = False) -> None:
+    """Plan the confirm jobs from the store, run those it lacks on the Ray already started, print the result."""
+    from . import ray_tune
+    from .confirm import pending_jobs, plan_confirm
+
+    trials = store.load_trials(sweep_id)
+    jobs = plan_confirm(trials, space, top=top, seeds=seeds, epoch=epoch)
+    todo = pending_jobs(jobs, trials)
+    configs = len({(job.cell, job.role, job.rank) for job in jobs})
+    print(f"confirm {sweep_id}: {configs} configs x {seeds} fresh seeds ({jobs[0].seed}..{jobs[-1].seed} "
+          f"range, shared by every config) = {len(jobs)} trials, {len(todo)} to run; {space.max_epochs} epochs, "
+          f"no pruning; test scored once at the {'final epoch' if epoch == 'final' else 'best epoch on val'}",
+          flush=True)
+    if todo:
+        ray_tune.run_confirm(jobs, space, sweep_id=sweep_id, store_uri=store.uri, storage_path=storage,
+                             resume=resume)
+    print_confirm(store.load_trials(sweep_id))
+
+
+def print_confirm(trials) -> None:
+    """The confirm results per cell (analysis.confirmed): test first, the search's value labelled optimistic."""
+    from analysis.confirmed import summary_lines
+
+    print("\n".join(summary_lines(trials)) or "confirm: no completed confirm trial", flush=True)
 
 
 def storage_uri(text: str) -> str:
@@ -146,12 +220,16 @@ def print_best(trials, metric: str, mode: str, top: int = 5) -> None:
     if trials.empty:
         print("no trials recorded")
         return
+    from .confirm import search_rows
+
+    trials = search_rows(trials)
     counts = trials["status"].value_counts().to_dict()
-    print("trials by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print("search trials by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     ranked = trials.dropna(subset=["best_objective"]).sort_values("best_objective", ascending=(mode == "min"))
     columns = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta",
                "config_lam", "config_lr", "epochs_run", "best_objective"]
-    print(f"best trials by {metric} ({mode}):")
+    print(f"best search trials by {metric} ({mode}): selection (optimistic), picked and scored on val; "
+          "`tune-schane confirm` scores the finalists on fresh seeds and the test split")
     print(ranked[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 

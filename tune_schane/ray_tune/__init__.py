@@ -9,9 +9,11 @@
   benchmark measures against);
 - :mod:`.scheduler`: ASHA per grid cell;
 - :mod:`.recording`: every finished trial into the store (the callback, reconciliation on resume);
-- :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``.
+- :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``;
+- :mod:`.confirm`: the confirm stage's jobs (tune_schane.confirm) run once each, kill-safe through the store.
 """
 
+from .confirm import run_confirm
 from .driver import CHECKPOINTS_KEPT, init_ray, run_sweep, shutdown
 from .recording import StoreCallback, reconcile_store, record_ray_trial
 from .scheduler import CellASHA
@@ -20,4 +22,4 @@ from .trainable import CELL_KEY, CONFIG_KEY, ERROR_KEY, GPU_IDS_KEY, STATUS_KEY,
 
 __all__ = ["CELL_KEY", "CHECKPOINTS_KEPT", "CONFIG_KEY", "ERROR_KEY", "GPU_IDS_KEY", "STATUS_KEY", "CellASHA",
            "CellSearcher", "PruningAwareOptunaSearch", "StoreCallback", "init_ray", "reconcile_store",
-           "record_ray_trial", "run_sweep", "shutdown", "trainable", "trial_status"]
+           "record_ray_trial", "run_confirm", "run_sweep", "shutdown", "trainable", "trial_status"]

@@ -17,11 +17,11 @@ from ray import tune
 
 from ..config import TrialConfig
 from ..faults import fault_point
-from ..records import read_outputs, record_trial
+from ..records import read_evaluation, read_outputs, record_trial
 from ..space import SearchSpace
 from ..store import TrialStore
 from .train_workers import WORKER_NODES_KEY
-from .trainable import CONFIG_KEY, ERROR_KEY, trial_status
+from .trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, trial_status
 
 
 def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, trial_id: str, config: dict,
@@ -30,6 +30,7 @@ def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, tr
     result = result or {}
     outputs = read_outputs(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
     trial_config, history = outputs or (TrialConfig.from_dict(config[CONFIG_KEY]), [])
+    evaluation = read_evaluation(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
     message = _last_line(error) if error is not None else (result.get(ERROR_KEY) or None)
     record_trial(store, sweep_id=sweep_id, trial_id=trial_id,
                  status=trial_status(result, error is not None, space.max_epochs), config=trial_config,
@@ -37,7 +38,8 @@ def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, tr
                  objective=space.objective_metric, mode=space.objective_mode,
                  wall_seconds=float(result.get("time_total_s", math.nan)),
                  node=result.get(WORKER_NODES_KEY) or result.get("node_ip"),  # a data-parallel trial: its workers
-                 params=config.get("params"))
+                 params=config.get("params"), stage=config.get(STAGE_KEY, "search"),
+                 confirm_job=config.get(JOB_KEY), evaluation=evaluation)
 
 
 def _last_line(text: str) -> str:

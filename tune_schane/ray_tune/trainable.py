@@ -32,6 +32,8 @@ GPU_IDS_KEY = "gpu_ids"  # "0,1": the GPU ids Ray assigned (CUDA_VISIBLE_DEVICES
 CONFIG_KEY = "trial_config"  # the TrialConfig as a dict, in the param space of every trial
 CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 CODE_PATH_KEY = "code_path"  # the tune_schane folder the trial imported
+STAGE_KEY = "stage"  # search (absent) or confirm: the store's `stage` column
+JOB_KEY = "confirm_job"  # a confirm trial's job key (tune_schane.confirm): one row per key, ever
 
 
 def trainable(config: dict[str, Any]) -> None:
