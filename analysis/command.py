@@ -90,8 +90,16 @@ def analyze_command(store: str, sweep: str | None, out: str | None) -> int:
     epochs = trial_store.load_epochs(sweep)
     report = build_report(trials, epochs, sweep_id=sweep, space_text=trial_store.read_space(sweep), store_uri=store)
     path = write_report(report, folder)
-    print(f"sweep {sweep}: {len(trials)} trials")
-    for line in summary_lines(report.tables, objective_mode(trials)):
+    from .confirmed import search_part
+    from .confirmed import summary_lines as confirm_lines
+
+    search = search_part(trials)
+    print(f"sweep {sweep}: {len(trials)} trials ({len(search)} search, {len(trials) - len(search)} other)")
+    for line in confirm_lines(trials) or ["no confirm stage yet: the numbers below are selection (optimistic); "
+                                          f"`tune-schane confirm --sweep {sweep}` gives numbers to report"]:
+        print(line)
+    print("search stage (best on val, picked on val: selection, optimistic):")
+    for line in summary_lines(report.tables, objective_mode(search)):
         print(line)
     print(f"report: {path.resolve()}")
     return 0

@@ -26,8 +26,11 @@ from typing import Any
 
 import pandas as pd
 
+from . import confirmed
+from .expected_max import expected_max_table
 from .importance import param_importance
-from .sensitivity import batch_size_table, batch_size_trend, objective_mode, paired_comparison, slope_intervals
+from .seed_stats import paired_differences
+from .sensitivity import batch_size_table, batch_size_trend, objective_mode, paired_seeds, seed_slope_table
 from .slices import SLICE_PARAMS, budget_per_trial, budget_table, slice_frame
 
 BEST_COLUMNS = ["trial_id", "status", "config_loss", "config_batch_size", "config_tau", "config_beta",
@@ -58,6 +61,7 @@ td:first-child,th:first-child{text-align:left}
 img.plot{max-width:100%;border:1px solid #eee;margin:4px}
 pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
 .grid{display:flex;flex-wrap:wrap}.scroll{overflow-x:auto;max-width:100%}.note{color:#555;font-size:13px}
+.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:.4em .8em;font-size:13px}
 #img-status{display:none}
 """
 
@@ -148,8 +152,8 @@ def _best_table(trials: pd.DataFrame, mode: str, n: int = 10) -> pd.DataFrame:
     return ranked[[c for c in BEST_COLUMNS if c in ranked]].reset_index(drop=True)
 
 
-def space_distributions(space_text: str | None) -> dict[str, Any] | None:
-    """The Optuna distributions of a saved search space; None when there is none or it no longer parses."""
+def saved_space(space_text: str | None):
+    """The sweep's saved search space as a SearchSpace; None when there is none or it no longer parses."""
     if not space_text:
         return None
     import yaml
@@ -159,29 +163,53 @@ def space_distributions(space_text: str | None) -> dict[str, Any] | None:
 
     try:
         data = yaml.safe_load(space_text)
-        return parse_space(data).distributions() if isinstance(data, dict) else None
+        return parse_space(data) if isinstance(data, dict) else None
     except (BadInput, yaml.YAMLError):
         return None
+
+
+def space_distributions(space_text: str | None) -> dict[str, Any] | None:
+    """The Optuna distributions of a saved search space; None when there is none or it no longer parses."""
+    space = saved_space(space_text)
+    return space.distributions() if space is not None else None
 
 
 def build_tables(trials: pd.DataFrame, epochs: pd.DataFrame,
                  distributions: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
     """Every table the report shows, by name (also written as CSV beside the report).
 
-    ``distributions``: the sweep's parameter distributions (:func:`space_distributions`) for importance.
+    Search-stage tables (chosen and scored on val: selection, optimistic) come from the search rows;
+    ``confirm_*`` tables from the confirm rows (test split, fresh seeds). ``distributions``: the sweep's
+    parameter distributions (:func:`space_distributions`) for importance.
     """
-    table = batch_size_table(trials)
-    status = trials["status"].astype(str).value_counts().rename_axis("status").rename("trials").reset_index()
+    search = confirmed.search_part(trials)
+    table = batch_size_table(search)
+    status = (trials.assign(stage=confirmed.stages(trials)).groupby(["stage", "status"]).size()
+              .rename("trials").reset_index())
+    mode = objective_mode(search)
+    completed = search[search["status"].astype(str) == "completed"]
+    curves = expected_max_table(pd.DataFrame({"loss": completed["config_loss"], "batch_size": completed[
+        "config_batch_size"], "value": completed["best_objective"]}), n_boot=300, mode=mode)
     return {
-        "status": status.sort_values("status", ignore_index=True),
+        "status": status.sort_values(["stage", "status"], ignore_index=True),
+        "confirm_summary": confirmed.confirm_summary(trials),
+        "confirm_paired": confirmed.confirm_paired(trials),
+        "confirm_prob": confirmed.confirm_prob_improvement(trials),
+        "confirm_slopes": confirmed.confirm_slopes(trials),
         "batch_size": table,
         "trend": batch_size_trend(table),
-        "slope_ci": slope_intervals(trials),
-        "paired": paired_comparison(trials, pooled=True),
-        "importance": param_importance(trials, by_loss=True, distributions=distributions),
-        "budget": budget_table(trials, epochs),
-        "best": _best_table(trials, objective_mode(trials)),
+        "slope_ci": seed_slope_table(search),
+        "paired": paired_seeds(search),
+        "effort": confirmed.effort_table(trials),
+        "expected_best": curves,
+        "importance": param_importance(search, by_loss=True, distributions=distributions),
+        "budget": budget_table(search, epochs),
+        "best": _best_table(search, mode),
     }
+
+
+def _warn(notes: dict[str, str], key: str) -> str:
+    return f'<p class="warn">{html.escape(notes[key])}</p>' if key in notes else ""
 
 
 def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, space_text: str | None,
@@ -189,38 +217,69 @@ def build_report(trials: pd.DataFrame, epochs: pd.DataFrame, *, sweep_id: str, s
     """The whole report (a :class:`Report`: the page, its figures and tables); see the module docstring."""
     from . import plots
 
-    mode = objective_mode(trials)
-    objective = _first(trials, "objective_name", "objective")
-    tables = build_tables(trials, epochs, space_distributions(space_text))
+    search = confirmed.search_part(trials)
+    mode = objective_mode(search)
+    objective = _first(search, "objective_name", "objective")
+    space = saved_space(space_text)
+    tables = build_tables(trials, epochs, space.distributions() if space is not None else None)
+    notes = confirmed.guard_rails(trials, searcher=getattr(space, "searcher", None),
+                                  startup_trials=getattr(space, "startup_trials", None),
+                                  repeats=getattr(space, "repeats", None))
     figures = {
         "batch_size": _png(plots.plot_batch_size(tables["batch_size"], objective=objective)),
         "relative_to_ce": _png(plots.plot_relative_to_ce(tables["batch_size"])),
+        "expected_best": _png(plots.plot_expected_max(tables["expected_best"], objective=objective)),
         "importance": _png(plots.plot_importance(tables["importance"])),
-        "budget": _png(plots.plot_budget(budget_per_trial(trials, epochs))),
-        "learning_curves": _png(plots.plot_learning_curves(epochs, trials)),
+        "budget": _png(plots.plot_budget(budget_per_trial(search, epochs))),
+        "learning_curves": _png(plots.plot_learning_curves(epochs, search)),
     }
+    has_confirm = not tables["confirm_summary"].empty
+    if has_confirm:
+        figures["confirm_paired"] = _png(plots.plot_paired_seeds(paired_differences(confirmed.headline(trials))))
     for param in SLICE_PARAMS:
-        if f"config_{param}" in trials:
-            frame = slice_frame(trials, param)
+        if f"config_{param}" in search:
+            frame = slice_frame(search, param)
             if len(frame):
                 figures[f"slice_{param}"] = _png(plots.plot_slice(frame, param))
-    counts = ", ".join(f"{n} {s}" for s, n in zip(tables["status"]["status"], tables["status"]["trials"], strict=True))
+    counts = ", ".join(f"{n} {st} {s}" for st, s, n in tables["status"].itertuples(index=False))
     commits = sorted(set(trials["commit"].dropna().astype(str))) if "commit" in trials else []
     versions = _versions(trials)
     slices = "".join(_img(n, p) for n, p in figures.items() if n.startswith("slice_"))
+    random_searcher = getattr(space, "searcher", None) == "random"
     esc = html.escape
+    confirm_section = f"""
+<h2>Confirmed results (test split, fresh seeds)</h2>
+<p class="note">Each cell's finalist(s) and the baseline's best at the same cell, retrained to the full budget
+on fresh seeds shared by every config (each seed a new few-shot subset, never used by the search) and scored
+once on the sealed test split. Intervals are 95 % t-intervals over seeds (n beside each; none below 5 seeds).
+selection_val is what the search reported for that config on val: {esc(confirmed.SELECTION)};
+val_minus_test is the winner's curse of that choice, with its interval.</p>
+{_table(tables["confirm_summary"])}
+<h3>Paired against CE on test (same batch size and seed)</h3>
+<p class="note">Family minus CE per seed; the rows with batch size "–" average each seed's differences over the
+batch sizes first, so n counts seeds, never seeds × batch sizes.</p>
+{_img("confirm_paired", figures["confirm_paired"]) if has_confirm else ""}{_table(tables["confirm_paired"])}
+<p class="note">Probability of improvement P(family &gt; CE) over seeds and batch sizes (Agarwal et al. 2021),
+interval by resampling seeds.</p>{_table(tables["confirm_prob"])}
+<p class="note">Slope per doubling of the batch fitted per seed (least squares on log2 batch size), interval over
+seeds; slope_vs_baseline: the slope of the paired difference (negative: the family gains less from bigger
+batches than CE).</p>{_table(tables["confirm_slopes"])}""" if has_confirm else ""
     body = f"""
 <h1>tune-schane report: {esc(sweep_id)}</h1>
 <p>{len(trials)} trials ({esc(counts)}); objective <b>{esc(objective)}</b> ({esc(mode)}imised).
 Backbone: {esc(backbone_line(trials))}.</p>
 {f'<p class="note"><b>{esc(FROM_SCRATCH_NOTE)}</b></p>' if (backbone_starts(trials) == "from scratch").all() else ""}
 <p class="note">store {esc(store_uri)}; generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>
-<h2>Trials by status</h2>{_table(tables["status"])}
-<h2>Batch-size sensitivity</h2>
-<p class="note">Per loss family and batch size, over completed trials (pruned trials stopped at a lower fidelity
-and are left out): best and mean objective with a 95% percentile-bootstrap CI of the mean; counts of every status
-(failed trials are kept: a batch size where all trials failed is shown, marked ✕ in the plot); deltas are this
-family minus CE at the same batch size.</p>
+{_warn(notes, "headline")}{_warn(notes, "val")}
+{confirm_section}
+<h2>Trials by stage and status</h2>{_table(tables["status"])}
+<h2>Search stage: batch-size sensitivity ({esc(confirmed.SELECTION)})</h2>
+{_warn(notes, "epoch")}
+<p class="note">Per loss family and batch size, over completed search trials (pruned trials stopped at a lower
+fidelity and are left out): best and mean objective on val, with a 95 % t-interval over seeds (a seed's trials
+averaged first; none below 5 seeds, ci_note says so); counts of every status (failed trials are kept: a batch
+size where all trials failed is shown, marked ✕ in the plot); deltas are this family minus CE at the same batch
+size.</p>
 {_img("batch_size", figures["batch_size"])}{_img("relative_to_ce", figures["relative_to_ce"])}
 {_table(tables["batch_size"])}
 <h3>Trend against log2(batch size)</h3>
@@ -228,21 +287,28 @@ family minus CE at the same batch size.</p>
 minus the smallest batch size with data; *_vs_ce: the same minus CE's. A family is less batch-sensitive
 than CE when its slope is nearer zero than CE's: with CE's slope positive (gaining with the batch) that is a
 negative *_vs_ce, with CE's slope negative a positive one.</p>{_table(tables["trend"])}
-<p class="note">Slope of the cell means per doubling with 95 % percentile-bootstrap intervals (trials resampled
-within each cell), and the family's slope minus CE's with its interval (an interval that excludes 0 says the
-two slopes differ; read the direction as above). Few trials per cell make these wide and optimistic: see
-n_used.</p>{_table(tables["slope_ci"])}
+<p class="note">Slope per doubling fitted per seed (each seed's best trial per batch size), interval over seeds;
+slope_vs_baseline is the slope of the seed's difference to CE.</p>{_table(tables["slope_ci"])}
 <h3>Paired against CE (same batch size and seed)</h3>
-<p class="note">Difference family minus CE per seed, best trial per (family, batch size, seed); rows with batch
-size "–" pool every batch size. Empty when the sweep has no repeats over seeds.</p>{_table(tables["paired"])}
+<p class="note">Difference family minus CE per seed, best search trial per (family, batch size, seed); rows with
+batch size "–" average each seed over the batch sizes. n counts seeds (few-shot subsets).</p>
+{_table(tables["paired"])}
+<h2>Equal effort: expected best of n trials</h2>
+{_warn(notes, "effort")}{_warn(notes, "tpe")}
+<p class="note">Expected best val objective among n trials of a family at a batch size (Dodge et al. 2019;
+Tang et al.'s unbiased estimator from the completed search trials, band by bootstrap over trials), so families
+are compared at the same number of trials. {"The sweep sampled configs at random: the estimator's i.i.d. "
+"assumption holds." if random_searcher else "These trials were proposed by TPE, not drawn i.i.d. as the "
+"estimator assumes: the curves describe this search; a study that wants them exact uses `searcher: random`."}
+</p>{_img("expected_best", figures["expected_best"])}{_table(tables["effort"])}
 <h2>Parameter importance</h2>
-<p class="note">Optuna fANOVA (seeded) on a study rebuilt from the completed trials; "all" covers the parameters
-every trial has, each family's scope its own (τ, β, λ are conditional).</p>
+<p class="note">Optuna fANOVA (seeded) on a study rebuilt from the completed search trials; "all" covers the
+parameters every trial has, each family's scope its own (τ, β, λ are conditional).</p>
 {_img("importance", figures["importance"])}{_table(tables["importance"])}
 <h2>Slices</h2><div class="grid">{slices or '<p class="note">(no τ/β/λ/lr values recorded)</p>'}</div>
 <h2>Budget (ASHA)</h2>{_img("budget", figures["budget"])}{_table(tables["budget"])}
 {_img("learning_curves", figures["learning_curves"])}
-<h2>Best trials (top 10 completed)</h2>{_table(tables["best"])}
+<h2>Best search trials (top 10 completed; {esc(confirmed.SELECTION)})</h2>{_table(tables["best"])}
 <h2>Search space</h2><pre>{esc(space_text) if space_text else "(not recorded: single training runs)"}</pre>
 <h2>Provenance</h2>
 <p>store: <code>{esc(store_uri)}</code><br>sweep: <code>{esc(sweep_id)}</code><br>

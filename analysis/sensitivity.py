@@ -10,6 +10,13 @@ objective instead of silently vanishing (which would bias the study towards batc
 
 ``objective_mode`` is respected everywhere: in ``min`` mode the best of a cell is its minimum. Deltas
 and differences are always ``family - reference`` in the objective's own units, whatever the mode.
+
+Intervals treat the seed as the unit (:mod:`analysis.seed_stats`): a seed picks the few-shot subset
+(``config_subset_seed`` where set, else ``config_seed``), and the trials that share it are one
+observation of it, never several. A cell's interval is the t-interval over its per-seed means, with
+``n_seeds`` beside it and none below five seeds. These tables describe the *search* stage, chosen
+and scored on val: selection, optimistic; the confirm stage's tables (:mod:`analysis.confirmed`) are
+the ones to report.
 """
 
 from __future__ import annotations
@@ -19,21 +26,33 @@ import pandas as pd
 
 from tune_schane.outcomes import TRIAL_STATUSES as STATUSES
 
+from .seed_stats import interval, paired_table, slope_table
+
 KEYS = ["loss", "batch_size"]
-TABLE_COLUMNS = ["loss", "batch_size", "n_trials", "n_used", *[f"n_{s}" for s in STATUSES], "best", "mean",
-                 "ci_low", "ci_high", "delta_best_vs_ce", "delta_mean_vs_ce"]
+TABLE_COLUMNS = ["loss", "batch_size", "n_trials", "n_used", "n_seeds", *[f"n_{s}" for s in STATUSES], "best",
+                 "mean", "ci_low", "ci_high", "ci_note", "delta_best_vs_ce", "delta_mean_vs_ce"]
 TREND_STATS = ("slope_best", "drop_best", "slope_mean", "drop_mean")
 TREND_COLUMNS = ["loss", "n_batch_sizes", *TREND_STATS, *[f"{c}_vs_ce" for c in TREND_STATS]]
-PAIRED_COLUMNS = ["loss", "baseline", "batch_size", "n_pairs", "mean_diff", "ci_low", "ci_high"]
+
+
+def subset_seed(trials: pd.DataFrame) -> pd.Series:
+    """The seed that picked each trial's few-shot subset: ``config_subset_seed``, else ``config_seed``."""
+    seed = pd.to_numeric(trials["config_seed"])
+    if "config_subset_seed" in trials:
+        seed = pd.to_numeric(trials["config_subset_seed"]).fillna(seed)
+    return seed.astype("int64")
 
 
 def tidy(trials: pd.DataFrame) -> pd.DataFrame:
-    """The columns the analysis uses under short names: trial_id, loss, batch_size, seed, status, objective."""
+    """The columns the analysis uses under short names: trial_id, loss, batch_size, seed, status, objective.
+
+    ``seed`` is the subset seed (:func:`subset_seed`): the independent unit of every interval.
+    """
     return pd.DataFrame({
         "trial_id": trials["trial_id"].astype(str),
         "loss": trials["config_loss"].astype(str),
         "batch_size": pd.to_numeric(trials["config_batch_size"]).astype("int64"),
-        "seed": pd.to_numeric(trials["config_seed"]).astype("int64"),
+        "seed": subset_seed(trials).to_numpy(),
         "status": trials["status"].astype(str),
         "objective": pd.to_numeric(trials["best_objective"], errors="coerce").astype("float64"),
     }).reset_index(drop=True)
@@ -59,54 +78,37 @@ def usable_mask(trials: pd.DataFrame, statuses: tuple[str, ...] = ("completed",)
     return trials["status"].astype(str).isin(statuses) & np.isfinite(objective)
 
 
-def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (``scipy.stats.bootstrap``): (v, v) for one value, (nan, nan) for none.
-
-    The percentile bootstrap makes no normality assumption, which matters for accuracies near a
-    ceiling; with a handful of seeds it is optimistic, so the report shows ``n_used`` beside it.
-    """
-    from scipy import stats
-
-    values = np.asarray(values, dtype="float64")
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    if len(values) == 1 or np.all(values == values[0]):  # scipy needs two distinct values
-        return float(values[0]), float(values[0])
-    result = stats.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=ci, method="percentile",
-                             rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def batch_size_table(
     trials: pd.DataFrame,
     *,
     statuses: tuple[str, ...] = ("completed",),
-    n_boot: int = 2000,
     ci: float = 0.95,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per (loss, batch size) seen in ``trials``, including cells where every trial failed.
 
     Columns: loss, batch_size, n_trials, n_used (trials that count, see the module docstring),
-    n_<status> for every status, best, mean, ci_low/ci_high (percentile bootstrap of the mean of
-    the usable trials' ``best_objective``; NaN when none, equal to the mean for one trial), and
-    delta_best_vs_ce / delta_mean_vs_ce (this row minus CE's at the same batch size; NaN when CE has
-    no usable trial there).
+    n_seeds (distinct subset seeds among them), n_<status> for every status, best, mean (of the
+    usable trials' ``best_objective``), ci_low/ci_high (t-interval of the mean over seeds: each seed's
+    trials averaged first; NaN below five seeds, with ``ci_note`` saying so), and delta_best_vs_ce /
+    delta_mean_vs_ce (this row minus CE's at the same batch size; NaN when CE has no usable trial there).
     """
     mode = objective_mode(trials)
     data = tidy(trials)
     data["usable"] = usable_mask(trials, statuses).to_numpy()
     rows = []
     for (loss, batch), cell in data.groupby(KEYS, sort=True):
-        usable = cell.loc[cell["usable"], "objective"].to_numpy()
-        low, high = bootstrap_ci(usable, n_boot=n_boot, ci=ci, seed=seed)
-        row = {"loss": loss, "batch_size": int(batch), "n_trials": len(cell), "n_used": len(usable)}
+        used = cell[cell["usable"]]
+        usable = used["objective"].to_numpy()
+        seeds = interval(used.groupby("seed")["objective"].mean(), ci=ci)
+        row = {"loss": loss, "batch_size": int(batch), "n_trials": len(cell), "n_used": len(usable),
+               "n_seeds": seeds["n"]}
         row.update({f"n_{s}": int((cell["status"] == s).sum()) for s in STATUSES})
         if len(usable):
             best = float(usable.max() if mode == "max" else usable.min())
-            row.update(best=best, mean=float(usable.mean()), ci_low=low, ci_high=high)
+            row.update(best=best, mean=float(usable.mean()), ci_low=seeds["low"], ci_high=seeds["high"],
+                       ci_note=seeds["note"])
         else:
-            row.update(best=np.nan, mean=np.nan, ci_low=np.nan, ci_high=np.nan)
+            row.update(best=np.nan, mean=np.nan, ci_low=np.nan, ci_high=np.nan, ci_note="no usable trial")
         rows.append(row)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-2])
     ce = table[table["loss"] == "ce"].set_index("batch_size")
@@ -151,140 +153,32 @@ def batch_size_trend(table: pd.DataFrame) -> pd.DataFrame:
     return trend[TREND_COLUMNS]
 
 
-def paired_comparison(
-    trials: pd.DataFrame,
-    *,
-    baseline: str = "ce",
-    statuses: tuple[str, ...] = ("completed",),
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-    pooled: bool = False,
-) -> pd.DataFrame:
-    """Each family against ``baseline`` at the same batch size and the same seed (``config_seed``).
+def seed_values(trials: pd.DataFrame, statuses: tuple[str, ...] = ("completed",)) -> pd.DataFrame:
+    """Per (loss, batch size, seed): the best usable trial's objective, as ``value`` for :mod:`analysis.seed_stats`.
 
-    Pairing on the seed removes the variance the seed adds to both sides (init, data order,
-    augmentations), which unpaired means at a handful of seeds cannot. Within a (loss, batch size,
-    seed) the best usable trial stands for that seed, so a sweep that samples several configs per
-    cell compares the tuned result of each family seed by seed. One row per (loss, batch size) with
-    at least one pair (``pooled=True`` adds one row per loss with ``batch_size`` NA pooling the pairs
-    of every batch size); ``mean_diff`` = family - baseline with a percentile bootstrap CI. Empty (with these
-    columns) when no pair exists, e.g. a sweep without repeats over seeds.
+    The best trial stands for its seed, so a search that samples several configs per cell compares the
+    tuned result of each family seed by seed (selection on val: optimistic). ``min`` mode is negated,
+    so ``value`` is always higher-is-better.
     """
     mode = objective_mode(trials)
     data = tidy(trials)[usable_mask(trials, statuses).to_numpy()]
-    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in PAIRED_COLUMNS}).astype(
-        {"loss": "object", "baseline": "object", "batch_size": "Int64", "n_pairs": "int64"})
-    if data.empty:
-        return empty
-    pick = data.groupby(["loss", "batch_size", "seed"])["objective"].agg("max" if mode == "max" else "min")
-    per_seed = pick.unstack("loss")
-    if baseline not in per_seed:
-        return empty
-    rows = []
-    for loss in per_seed.columns:
-        if loss == baseline:
-            continue
-        pairs = per_seed[[loss, baseline]].dropna()
-        if pairs.empty:
-            continue
-        groups = [(int(b), part) for b, part in pairs.groupby(level="batch_size")]
-        if pooled:
-            groups.append((pd.NA, pairs))
-        for batch, part in groups:
-            diffs = (part[loss] - part[baseline]).to_numpy(dtype="float64")
-            low, high = bootstrap_ci(diffs, n_boot=n_boot, ci=ci, seed=seed)
-            rows.append({"loss": loss, "baseline": baseline, "batch_size": batch, "n_pairs": len(diffs),
-                         "mean_diff": float(diffs.mean()), "ci_low": low, "ci_high": high})
-    if not rows:
-        return empty
-    out = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-    return out.astype({"batch_size": "Int64", "n_pairs": "int64"})
+    sign = 1.0 if mode == "max" else -1.0
+    best = (data.assign(value=sign * data["objective"]).groupby(["loss", "batch_size", "seed"], as_index=False)["value"]
+            .max())
+    return best[["loss", "batch_size", "seed", "value"]]
 
 
-SLOPE_CI_COLUMNS = ["loss", "baseline", "n_batch_sizes", "n_used", "slope_mean", "ci_low", "ci_high",
-                    "slope_mean_vs_baseline", "vs_baseline_ci_low", "vs_baseline_ci_high"]
+def paired_seeds(trials: pd.DataFrame, *, baseline: str = "ce", statuses: tuple[str, ...] = ("completed",),
+                 ci: float = 0.95) -> pd.DataFrame:
+    """Each family minus ``baseline`` at the same batch size and seed; one pooled row per family (batch <NA>).
 
-
-def slope_intervals(
-    trials: pd.DataFrame,
-    *,
-    baseline: str = "ce",
-    statuses: tuple[str, ...] = ("completed",),
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Per loss: the slope of the cell means per doubling of the batch size, with percentile bootstrap CIs.
-
-    ``scipy.stats.bootstrap`` resamples the usable trials of every (loss, batch size) cell
-    independently; each replicate recomputes the cell means and refits the least-squares slope
-    against log2(batch size) (:func:`batch_size_trend`'s ``slope_mean``). ``slope_mean_vs_baseline``
-    is the family's slope minus the baseline's, both refitted in the same replicate: a CI that excludes
-    zero says the slopes differ (which one is flatter: compare each slope's distance from zero). With a few
-    trials per cell these intervals are wide and optimistic (the percentile bootstrap under-covers
-    at small n); ``n_used`` says how many trials carry them. A row needs two batch sizes with data.
+    :func:`analysis.seed_stats.paired_table` on :func:`seed_values`: the interval is over seeds (the
+    pooled row averages a seed's differences over the batch sizes first), none below five seeds.
     """
-    data = tidy(trials)[usable_mask(trials, statuses).to_numpy()]
-    cells: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
-    for loss, part in data.groupby("loss", sort=True):
-        groups = [(int(b), g["objective"].to_numpy(dtype="float64")) for b, g in part.groupby("batch_size")]
-        if len(groups) >= 2:
-            x = np.log2([b for b, _ in groups])
-            cells[loss] = ((x - x.mean()) / ((x - x.mean()) @ (x - x.mean())), [v for _, v in groups])
-    options = {"n_boot": n_boot, "ci": ci, "seed": seed}
-    rows = []
-    for loss, (weights, values) in cells.items():
-        slope = _slopes_statistic([(weights, values)])
-        point, low, high = _percentile_ci(values, slope, **options)
-        row = {"loss": loss, "baseline": baseline, "n_batch_sizes": len(values), "n_used": sum(map(len, values)),
-               "slope_mean": point, "ci_low": low, "ci_high": high,
-               "slope_mean_vs_baseline": np.nan, "vs_baseline_ci_low": np.nan, "vs_baseline_ci_high": np.nan}
-        if loss != baseline and baseline in cells:
-            difference = _slopes_statistic([(weights, values), cells[baseline]], signs=(1.0, -1.0))
-            point, low, high = _percentile_ci([*values, *cells[baseline][1]], difference, **options)
-            row.update(slope_mean_vs_baseline=point, vs_baseline_ci_low=low, vs_baseline_ci_high=high)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=SLOPE_CI_COLUMNS)
+    return paired_table(seed_values(trials, statuses), baseline=baseline, ci=ci)
 
 
-def _slopes_statistic(fits: list[tuple[np.ndarray, list[np.ndarray]]], signs: tuple[float, ...] = (1.0,)):
-    """``statistic(*cells, axis)``: the signed sum of each fit's slope of its cells' means (vectorised)."""
-    sizes = [len(values) for _, values in fits]
-
-    def statistic(*cells: np.ndarray, axis: int = -1) -> np.ndarray:
-        total, start = 0.0, 0
-        for (weights, _), size, sign in zip(fits, sizes, signs, strict=True):
-            means = np.stack([cell.mean(axis=axis) for cell in cells[start:start + size]], axis=-1)
-            total = total + sign * (means @ weights)
-            start += size
-        return total
-
-    return statistic
-
-
-def _percentile_ci(samples: list[np.ndarray], statistic, *, n_boot: int, ci: float,
-                   seed: int) -> tuple[float, float, float]:
-    """(point, low, high) of ``statistic`` with every sample resampled independently (scipy's bootstrap).
-
-    A sample of one value, or of equal values, resamples to itself: it is held fixed (scipy needs
-    two distinct values), and with every sample fixed the interval is the point.
-    """
-    from scipy import stats
-
-    point = float(statistic(*samples))
-    varying = [i for i, s in enumerate(samples) if len(s) > 1 and not np.all(s == s[0])]
-    if not varying:
-        return point, point, point
-
-    def on_varying(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
-        shape = resampled[0].shape[:-1]
-        full = [np.broadcast_to(s, (*shape, len(s))) for s in samples]
-        for i, values in zip(varying, resampled, strict=True):
-            full[i] = values
-        return statistic(*full, axis=axis)
-
-    result = stats.bootstrap(tuple(samples[i] for i in varying), on_varying, n_resamples=n_boot,
-                             confidence_level=ci, method="percentile", vectorized=True,
-                             rng=np.random.default_rng(seed))
-    return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
+def seed_slope_table(trials: pd.DataFrame, *, baseline: str = "ce", statuses: tuple[str, ...] = ("completed",),
+                     ci: float = 0.95) -> pd.DataFrame:
+    """Per family: the slope per doubling of the batch fitted per seed, its interval over seeds, and vs baseline."""
+    return slope_table(seed_values(trials, statuses), baseline=baseline, ci=ci)

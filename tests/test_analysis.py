@@ -17,7 +17,7 @@ from analysis.command import analyze_command, export_command
 from analysis.export import best_trials, config_from_row, export_best
 from analysis.importance import param_importance, study_from_trials
 from analysis.report import Report, build_report, write_report
-from analysis.sensitivity import batch_size_table, batch_size_trend, bootstrap_ci, paired_comparison
+from analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
 from analysis.slices import budget_per_trial, budget_table, slice_frame
 from tests.analysis_fixtures import build_store, frame, history, trial
 from tune_schane.config import TrialConfig, load_config
@@ -47,20 +47,19 @@ def test_known_slope_per_doubling_and_drop():
     assert list(table["batch_size"]) == [*SIZES] * 3 and table["batch_size"].dtype == "int64"
 
 
-def test_best_mean_and_ci_width():
-    few = [trial("ce", 32, v) for v in (0.6, 0.7, 0.8)]
-    many = [trial("ce", 64, v) for v in (0.6, 0.7, 0.8) * 10]
-    one = [trial("ce", 128, 0.75)]
-    table = batch_size_table(frame(few + many + one), seed=3).set_index("batch_size")
+def test_best_mean_and_the_interval_is_over_seeds_not_trials():
+    """Trials that share a seed are one observation: three configs on seed 0 give no interval at all."""
+    one_seed = [trial("ce", 32, v, seed=0) for v in (0.6, 0.7, 0.8)]
+    five = [trial("ce", 64, 0.7 + 0.01 * s + d, seed=s) for s in range(5) for d in (-0.05, 0.05)]
+    table = batch_size_table(frame(one_seed + five)).set_index("batch_size")
     assert table.loc[32, "best"] == pytest.approx(0.8) and table.loc[32, "mean"] == pytest.approx(0.7)
-    width = table["ci_high"] - table["ci_low"]
-    assert 0 < width[64] < width[32]  # same spread, ten times the trials: a narrower CI
-    assert table.loc[32, "ci_low"] < 0.7 < table.loc[32, "ci_high"]
-    assert table.loc[128, "ci_low"] == table.loc[128, "ci_high"] == table.loc[128, "mean"] == 0.75
-    assert table.loc[128, "n_used"] == 1
-    assert bootstrap_ci(np.array([])) != bootstrap_ci(np.array([]))  # (nan, nan)
-    again = batch_size_table(frame(few + many + one), seed=3).set_index("batch_size")
-    assert again.loc[32, "ci_low"] == table.loc[32, "ci_low"]  # seeded: reproducible
+    assert (table.loc[32, "n_used"], table.loc[32, "n_seeds"]) == (3, 1)
+    assert math.isnan(table.loc[32, "ci_low"]) and table.loc[32, "ci_note"] == "not enough seeds for an interval"
+    assert (table.loc[64, "n_used"], table.loc[64, "n_seeds"]) == (10, 5) and table.loc[64, "ci_note"] == ""
+    per_seed = np.array([0.7 + 0.01 * s for s in range(5)])  # each seed's two trials averaged
+    half = 2.7764451051977987 * per_seed.std(ddof=1) / math.sqrt(5)  # t(0.975, 4)
+    assert table.loc[64, "ci_low"] == pytest.approx(per_seed.mean() - half)
+    assert table.loc[64, "ci_high"] == pytest.approx(per_seed.mean() + half)
 
 
 def test_a_batch_size_with_only_failed_trials_is_kept_with_its_counts():
@@ -102,9 +101,9 @@ def test_min_mode_takes_the_smallest_everywhere():
         batch_size_table(frame([*rows, trial("ce", 32, 0.9, mode="max")]))
 
 
-def test_paired_comparison_on_seeds():
+def test_paired_seeds_pairs_the_best_trial_per_seed_and_pools_per_seed():
     rows = []
-    for seed in range(4):
+    for seed in range(5):
         rows.append(trial("ce", 32, 0.60 + 0.01 * seed, seed=seed))
         rows.append(trial("schane", 32, 0.63 + 0.01 * seed + (0.02 if seed == 3 else 0.0), seed=seed))
         rows.append(trial("schane", 32, 0.10, seed=seed))  # a worse config of the same seed: the best one counts
@@ -112,15 +111,18 @@ def test_paired_comparison_on_seeds():
         rows.append(trial("schane", 64, 0.70, seed=seed))
     rows.append(trial("schane", 128, 0.9, seed=0))  # no CE partner: no pair
     rows.append(trial("ce", 128, None, seed=1, status="oom"))
-    paired = paired_comparison(frame(rows)).set_index("batch_size")
-    assert list(paired.index) == [32, 64] and set(paired["loss"]) == {"schane"}
-    assert paired.loc[32, "n_pairs"] == 4 and paired.loc[32, "mean_diff"] == pytest.approx(0.035)
-    assert paired.loc[32, "ci_low"] <= 0.035 <= paired.loc[32, "ci_high"] and paired.loc[32, "ci_low"] >= 0.03
-    assert paired.loc[64, "mean_diff"] == 0 and paired.loc[64, "ci_low"] == paired.loc[64, "ci_high"] == 0
-    pooled = paired_comparison(frame(rows), pooled=True)
-    assert pooled["batch_size"].isna().sum() == 1 and pooled["n_pairs"].max() == 8
-    no_pairs = paired_comparison(frame([trial("schane", 32, 0.5), trial("supcon", 32, 0.5, tau=0.1)]))
-    assert no_pairs.empty and {"loss", "batch_size", "n_pairs", "mean_diff", "ci_low", "ci_high"} <= set(no_pairs)
+    paired = paired_seeds(frame(rows))
+    by_batch = paired[paired["batch_size"].notna()].set_index("batch_size")
+    assert list(by_batch.index) == [32, 64] and set(paired["loss"]) == {"schane"}
+    assert by_batch.loc[32, "n_seeds"] == 5 and by_batch.loc[32, "mean_diff"] == pytest.approx(0.034)
+    assert by_batch.loc[32, "ci_low"] <= 0.034 <= by_batch.loc[32, "ci_high"]
+    assert by_batch.loc[64, "mean_diff"] == 0 and by_batch.loc[64, "ci_low"] == pytest.approx(0)
+    pooled = paired[paired["batch_size"].isna()].iloc[0]
+    assert pooled["n_seeds"] == 5 and pooled["mean_diff"] == pytest.approx(0.017)  # seeds, not seeds x batches
+    few = paired_seeds(frame(rows[:10]))  # two seeds
+    assert few["ci_low"].isna().all() and set(few["note"]) == {"not enough seeds for an interval"}
+    no_pairs = paired_seeds(frame([trial("schane", 32, 0.5), trial("supcon", 32, 0.5, tau=0.1)]))
+    assert no_pairs.empty and {"loss", "batch_size", "n_seeds", "mean_diff", "ci_low", "ci_high"} <= set(no_pairs)
 
 
 # --- importance --------------------------------------------------------------------------------
@@ -303,7 +305,8 @@ def test_analyze_command_on_a_real_store(tmp_path, capsys):
     assert (tmp_path / "rep" / "tables" / "batch_size.csv").is_file()
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"report: {(tmp_path / 'rep' / 'report.html').resolve()}"
-    assert 3 <= len(out) <= 8 and out[1].split()[0] == "loss"
+    assert out[1].startswith("no confirm stage yet: the numbers below are selection (optimistic)")
+    assert out[2].startswith("search stage") and out[3].split()[0] == "loss" and 5 <= len(out) <= 10
 
 
 def test_analyze_default_out_and_latest_sweep(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ import pytest
 from analysis.command import analyze_command, export_command
 from analysis.export import best_trials, config_from_row, export_best
 from analysis.importance import param_importance, study_from_trials
-from analysis.sensitivity import batch_size_table, batch_size_trend, bootstrap_ci, paired_comparison
+from analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
 from analysis.slices import budget_table, slice_frame
 from tests.known_fixtures import frame, real_store, sloped, trial
 from tune_schane.config import load_config
@@ -28,18 +28,17 @@ def test_known_slope_and_drop_per_doubling():
     assert list(table[table["loss"] == "schane"]["delta_best_vs_ce"]) == pytest.approx([5.0] * 4)
 
 
-def test_best_mean_and_ci_width_behaviour():
-    rows = [trial(f"a{i}", "ce", 32, v) for i, v in enumerate([60, 70, 80])]
-    rows += [trial(f"b{i}", "ce", 64, 70 + (i % 2) * 10) for i in range(30)]
+def test_best_mean_and_seed_interval_behaviour():
+    rows = [trial(f"a{i}", "ce", 32, v, seed=i) for i, v in enumerate([60, 70, 80, 65, 75])]
+    rows += [trial(f"b{i}", "ce", 64, 70 + (i % 2) * 10, seed=i % 10) for i in range(30)]
     rows += [trial("c0", "ce", 128, 75.0)]
     table = batch_size_table(frame(rows)).set_index("batch_size")
     assert table.loc[32, "best"] == 80 and table.loc[32, "mean"] == pytest.approx(70)
     width_small = table.loc[32, "ci_high"] - table.loc[32, "ci_low"]
     width_large = table.loc[64, "ci_high"] - table.loc[64, "ci_low"]
-    assert 0 < width_large < width_small  # more trials, narrower CI (and their spread is smaller)
-    assert table.loc[128, "ci_low"] == table.loc[128, "ci_high"] == 75.0  # a single trial: zero width
-    low, high = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]), seed=1)
-    assert low < 2.5 < high
+    assert 0 < width_large < width_small  # more seeds, narrower interval (and their spread is smaller)
+    assert table.loc[64, "n_seeds"] == 10 and table.loc[64, "n_used"] == 30
+    assert math.isnan(table.loc[128, "ci_low"]) and table.loc[128, "n_seeds"] == 1  # one seed: no interval
 
 
 def test_batch_size_with_only_failed_trials_is_kept_with_counts():
@@ -63,18 +62,18 @@ def test_min_mode_takes_the_smallest():
     assert best_trials(frame(rows))["trial_id"].iloc[0] == "b"
 
 
-def test_paired_comparison_over_seeds():
+def test_paired_seeds_over_seeds():
     rows = []
-    for seed in range(4):
+    for seed in range(5):
         rows.append(trial(f"ce{seed}", "ce", 32, 60.0 + seed, seed=seed))
         rows.append(trial(f"sc{seed}", "schane", 32, 63.0 + seed, seed=seed))
     rows.append(trial("lonely", "schane", 64, 90.0, seed=0))  # no CE partner: no pair
-    paired = paired_comparison(frame(rows))
-    assert len(paired) == 1
+    paired = paired_seeds(frame(rows))
+    assert len(paired) == 2  # batch 32 and the pooled row
     row = paired.iloc[0]
-    assert row["n_pairs"] == 4 and row["mean_diff"] == pytest.approx(3.0)
+    assert row["n_seeds"] == 5 and row["mean_diff"] == pytest.approx(3.0)
     assert row["ci_low"] == pytest.approx(3.0) and row["ci_high"] == pytest.approx(3.0)
-    assert paired_comparison(frame([trial("x", "schane", 32, 1.0)])).empty
+    assert paired_seeds(frame([trial("x", "schane", 32, 1.0)])).empty
 
 
 def test_importance_ranks_the_parameter_that_matters():

@@ -198,7 +198,7 @@ resources: {cpu: 1}
 @pytest.mark.slow
 def test_asha_prunes_a_configs_seeds_together_so_the_paired_table_keeps_its_pairs(tmp_path, local_ray):
     """repeats: 2 under ASHA: a config's seeds all complete or all stop, so every row keeps 2 pairs."""
-    from analysis.sensitivity import paired_comparison
+    from analysis.sensitivity import paired_seeds
 
     path = write_space(tmp_path, FAST_FIXED + """\
 name: seeds
@@ -229,8 +229,9 @@ resources: {cpu: 1}
     assert (statuses == ("pruned", "pruned")).any() and (statuses == ("completed", "completed")).any(), statuses
     assert (by_config["epochs_run"].nunique() == 1).all()  # stopped at the same rung, each with its epochs
     assert (trials["epochs_run"] >= 1).all()
-    paired = paired_comparison(trials)
-    assert len(paired) == 2 and (paired["n_pairs"] == 2).all(), paired  # one row per batch size, 2 seeds each
+    paired = paired_seeds(trials)
+    by_batch = paired[paired["batch_size"].notna()]
+    assert len(by_batch) == 2 and (by_batch["n_seeds"] == 2).all(), paired  # one row per batch size, 2 seeds each
 
 
 @pytest.mark.slow
