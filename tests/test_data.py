@@ -29,15 +29,16 @@ def test_digits_shapes_split_and_labels():
     assert views.shape == (2, 3, 32, 32) and views.dtype == torch.float32
     assert image.shape == (3, 32, 32)
     assert bundle.num_classes == 10 and isinstance(label, int)
-    assert len(bundle.train) + len(bundle.val) == 1797
+    assert len(bundle.train) + len(bundle.val) == 1437 and bundle.test is None  # the pool; 360 are sealed test
     assert len(bundle.train_labels) == len(bundle.train)
     val_counts = Counter(int(bundle.val[i][1]) for i in range(len(bundle.val)))
-    assert min(val_counts.values()) >= 30  # stratified: every digit is in the validation set
+    assert len(val_counts) == 10 and max(val_counts.values()) - min(val_counts.values()) <= 1  # balanced
 
 
 def test_digits_val_split_is_the_same_for_every_trial_seed():
     a, b = data(seed=0), data(seed=5)
     assert torch.equal(a.val[7][0], b.val[7][0]) and a.train_labels == b.train_labels
+    assert a.val_indices == b.val_indices
 
 
 def test_views_differ_and_reproduce_under_the_same_seed():
@@ -86,7 +87,7 @@ def test_few_shot_subsets_are_deterministic_balanced_and_seeded():
 def test_build_data_applies_shots_to_train_only():
     bundle = data(shots=5, seed=2)
     assert len(bundle.train) == 50 and Counter(bundle.train_labels) == dict.fromkeys(range(10), 5)
-    assert len(bundle.val) == 360
+    assert len(bundle.val) == 287  # the default: 20 % of the 1437-image pool, whatever the shots
     assert data(shots=5, seed=2).train_labels == bundle.train_labels
     full = data().train_labels
     assert bundle.train_labels == [full[i] for i in few_shot_indices(full, 5, seed=2)]
@@ -116,16 +117,21 @@ def _write_cifar10(root, n_per_batch=20):
 
 def test_cifar10_is_read_from_a_local_root_in_its_own_format(tmp_path):
     train_labels, test_labels = _write_cifar10(tmp_path)
-    bundle = data("cifar10", root=str(tmp_path))
-    assert bundle.num_classes == 10 and len(bundle.train) == 100 and len(bundle.val) == 20
-    assert bundle.train_labels == train_labels
+    bundle = data("cifar10", root=str(tmp_path), include_test=True)
+    assert bundle.num_classes == 10 and len(bundle.train) == 80 and len(bundle.val) == 20  # val: 20 % of the pool
+    assert sorted(bundle.train_indices + bundle.val_indices) == list(range(100))
+    assert bundle.train_labels == [train_labels[i] for i in bundle.train_indices]
     views, label = bundle.train[42]
     image, _ = bundle.val[19]
+    test_image, _ = bundle.test[19]
     assert views.shape == (2, 3, 32, 32) and views.dtype == torch.float32 and image.shape == (3, 32, 32)
-    assert label == train_labels[42] and [bundle.val[i][1] for i in range(20)] == test_labels
+    assert test_image.shape == (3, 32, 32) and label == train_labels[bundle.train_indices[42]]
+    assert [bundle.val[i][1] for i in range(20)] == [train_labels[i] for i in bundle.val_indices]
+    assert [bundle.test[i][1] for i in range(20)] == test_labels and data("cifar10", root=str(tmp_path)).test is None
     few = data("cifar10", root=str(tmp_path), shots=1, seed=4)
     assert len(few.train) == len(set(train_labels)) and sorted(few.train_labels) == sorted(set(train_labels))
-    assert pickle.loads(pickle.dumps(bundle)).train_labels == train_labels  # Ray ships bundles to workers
+    clone = pickle.loads(pickle.dumps(bundle))  # Ray ships bundles to workers
+    assert clone.train_labels == bundle.train_labels and clone.split_info == bundle.split_info
 
 
 def test_corrupt_cifar_file_is_bad_input(tmp_path):
@@ -157,7 +163,8 @@ def _write_image_folder(root, classes=("cat", "dog", "fox"), per_class=4):
 def test_image_folder_of_generated_pngs(tmp_path):
     _write_image_folder(tmp_path)
     bundle = data("imagefolder", root=str(tmp_path), shots=2)
-    assert bundle.num_classes == 3 and len(bundle.train) == 6 and len(bundle.val) == 12
+    assert bundle.num_classes == 3 and len(bundle.train) == 6 and len(bundle.val) == 2  # 20 % of train/'s 12
+    assert bundle.test is None
     assert bundle.train[0][0].shape == (2, 3, 32, 32)
 
 
@@ -166,9 +173,13 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "val" / "extra").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / "extra" / "x.png")
     with pytest.raises(BadInput, match="different class"):
-        data("imagefolder", root=str(tmp_path))
-    with pytest.raises(BadInput, match="val"):
+        data("imagefolder", root=str(tmp_path), include_test=True)
+    assert data("imagefolder", root=str(tmp_path)).test is None  # val/ is not scanned without include_test
+    with pytest.raises(BadInput, match="train"):
         data("imagefolder", root=str(tmp_path / "train"))
+    (tmp_path / "val").rename(tmp_path / "held")
+    with pytest.raises(BadInput, match="test/ or val/"):
+        data("imagefolder", root=str(tmp_path), include_test=True)
     (tmp_path / "empty" / "train").mkdir(parents=True)
     (tmp_path / "empty" / "val").mkdir()
     with pytest.raises(BadInput, match="train"):

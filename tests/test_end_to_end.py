@@ -64,5 +64,5 @@ def test_default_sweep_then_status_analyze_export_and_rerun(tmp_path):
     again = TrialStore(tmp_path / "trials").load_trials("rerun").iloc[0]
     assert again["config_seed"] == exported["seed"] and again["config_lr"] == exported["lr"]
     # Same seed, same device, same thread count: the CPU run is deterministic to the last bit here;
-    # allow one validation image (1/360 = 0.28 points) for platforms where it is not.
-    assert abs(again["final_objective"] - target) <= 100 / 360 + 1e-9, (again["final_objective"], target)
+    # allow one validation image (1/287 = 0.35 points: the digits' default val) for platforms where it is not.
+    assert abs(again["final_objective"] - target) <= 100 / 287 + 1e-9, (again["final_objective"], target)

@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its IDX files: parsing, refusals of malformed files, the real data, val subsets."""
+"""Fashion-MNIST from its IDX files: parsing, refusals of malformed files, the real data, val carve-outs."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def small_root(tmp_path):
 
 
 def test_idx_files_parse_in_order(small_root):
-    train, val = load_fashion_mnist(str(small_root))
-    assert len(train) == 50 and len(val) == 20
+    train, test = load_fashion_mnist(str(small_root), include_test=True)
+    assert len(train) == 50 and len(test) == 20
+    assert load_fashion_mnist(str(small_root))[1] is None  # the test split is read only when asked for
     image, label = train[7]
     assert image.shape == (3, 28, 28) and image.dtype == torch.float32
     assert image[0, 0, 0] == pytest.approx(7 / 255) and image.max() == pytest.approx(200 / 255)
@@ -68,7 +69,9 @@ def test_val_subset_is_balanced_and_independent_of_the_trial_seed(small_root):
               val_size=10)
     a = build_data("fashion_mnist", seed=0, **kw)
     b = build_data("fashion_mnist", seed=5, **kw)
-    assert a.val.base.indices == b.val.base.indices
+    assert a.val.base.indices == b.val.base.indices == a.val_indices == b.val_indices
+    assert a.split_info["val_from"] == "train_pool"  # carved out of the 50 training images, not the test split
+    assert not set(a.val_indices) & set(a.train_indices + b.train_indices)
     labels = [a.val[i][1] for i in range(len(a.val))]
     assert sorted(labels) == list(range(10))  # one per class
     assert stratified_subset([0, 0, 0, 1], 2) in ([0, 3], [1, 3], [2, 3])
@@ -96,7 +99,7 @@ def _corrupt(root: Path, name: str, data: bytes, gzipped: bool = True) -> None:
 def test_malformed_files_are_refused_naming_the_file(small_root, damage, message):
     damage(small_root)
     with pytest.raises(BadInput, match=message):
-        load_fashion_mnist(str(small_root))
+        load_fashion_mnist(str(small_root), include_test=True)  # half the damage is to the test files
 
 
 def test_missing_root_names_the_install_command(tmp_path):
@@ -106,8 +109,8 @@ def test_missing_root_names_the_install_command(tmp_path):
 
 def test_the_real_dataset_is_complete_and_balanced():
     need_fashion_mnist()
-    train, val = load_fashion_mnist(None)
-    assert (len(train), len(val)) == (60_000, 10_000)
+    train, test = load_fashion_mnist(None, include_test=True)
+    assert (len(train), len(test)) == (60_000, 10_000)
     assert np.bincount(train.labels.numpy()).tolist() == [6000] * 10
-    assert np.bincount(val.labels.numpy()).tolist() == [1000] * 10
+    assert np.bincount(test.labels.numpy()).tolist() == [1000] * 10
     assert train.images.shape == (60_000, 1, 28, 28) and train.images.dtype == torch.uint8

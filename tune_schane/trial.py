@@ -3,8 +3,19 @@
 Plain PyTorch, no Ray. :class:`Trial` builds everything from a :class:`TrialConfig` and yields one
 metrics dict per epoch, with the same keys every epoch (Ray needs that). Checkpoints hold the
 model, optimiser and scheduler state and the epoch; every epoch re-seeds the global RNG and the
-data order from ``(seed, epoch)``, so a resumed trial reproduces the uninterrupted one exactly
+data order from ``(order_seed, epoch)``, so a resumed trial reproduces the uninterrupted one exactly
 without storing RNG state.
+
+Three seeds, each defaulting to the config's ``seed`` (:meth:`TrialConfig.seeds`), so that a
+comparison can vary one source of chance and hold the others:
+
+- ``subset_seed`` picks the few-shot images (``shots`` per class, from the training pool minus val);
+- ``init_seed`` seeds the global RNG just before the model is built (the randomly initialised head,
+  projector and classifier, and the whole backbone without pretrained weights);
+- ``order_seed`` seeds each epoch's data order and its augmentations, dropout and drop_path.
+
+The data a trial sees is the training pool minus a fixed validation set; the test split stays sealed
+(``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data.bundle`).
 
 :func:`run_trial` is the single-run driver used by ``tune-schane train``: it writes the resolved
 config, one JSON line of metrics per epoch and a checkpoint per epoch into an output folder, and
@@ -50,7 +61,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible seed per (trial seed, epoch)."""
+    """A distinct, reproducible seed per (order seed, epoch)."""
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
@@ -98,14 +109,15 @@ class Trial:
         if world != cfg.workers:
             raise BadInput(f"workers: {cfg.workers} runs as a data-parallel job of {cfg.workers} processes "
                            f"(a sweep runs it on Ray Train); this is {world} (set workers=1 to run it here)")
-        torch.manual_seed(cfg.seed)
+        self.seeds = cfg.seeds()
         img_size, mean, std = normalisation(cfg.model, cfg.img_size, cfg.pretrained)
         self.data = build_data(cfg.dataset, root=cfg.data_root, download=cfg.download, shots=cfg.shots,
-                               seed=cfg.seed, img_size=img_size, mean=mean, std=std, views=cfg.views,
-                               val_size=cfg.val_size, include_test=cfg.score_test)
+                               seed=self.seeds.subset, img_size=img_size, mean=mean, std=std, views=cfg.views,
+                               val_size=cfg.val_size, include_test=cfg.score_test)  # test: confirm trials only
         n_train = len(self.data.train)
         if cfg.batch_size > n_train:
             raise BadInput(f"batch_size: {cfg.batch_size} is larger than the training set ({n_train} images)")
+        torch.manual_seed(self.seeds.init)
         self.model = build_model(cfg.model, self.data.num_classes, pretrained=cfg.pretrained,
                                  weights=cfg.weights, img_size=cfg.img_size, proj_dim=cfg.proj_dim,
                                  drop_path_rate=cfg.drop_path_rate).to(self.device)
@@ -149,7 +161,7 @@ class Trial:
         return dataclasses.replace(cfg, contrastive_chunk=chunk) if chunk else cfg
 
     def _train_loader(self, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(self.seeds.order, epoch))
         sampler = RandomSampler(self.data.train, generator=generator)
         options = {"num_workers": self.config.num_workers, "pin_memory": self.device.type == "cuda"}
         if self.replica is not None:  # the same global batches on every worker, each takes its share
@@ -168,7 +180,7 @@ class Trial:
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             start = time.perf_counter()
             rank = self.replica.rank if self.replica is not None else 0
-            torch.manual_seed(epoch_seed(cfg.seed, epoch) + rank)  # augmentations, dropout, drop_path
+            torch.manual_seed(epoch_seed(self.seeds.order, epoch) + rank)  # augmentations, dropout, drop_path
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             try:

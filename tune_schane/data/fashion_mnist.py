@@ -11,9 +11,12 @@ gzip, labels out of range, images and labels of different counts).
 
 Images stay uint8 ``[N, 1, 28, 28]`` (47 MB for the training split) and are resized per view by the
 same single-affine-resample augmentation as the digits (:class:`~tune_schane.data.grey.RandomAffineView`),
-with horizontal flips (a mirrored shirt is still a shirt). The official test split is the validation
-set; ``val_size`` in the trial config scores a fixed stratified subset of it instead (on 2 CPU cores
-10 000 images per epoch would dominate a few-shot trial).
+with horizontal flips (a mirrored shirt is still a shirt).
+
+Roles (DESIGN.md section 5b): the 60 000 official training images are the training pool, which
+:func:`~tune_schane.data.bundle.build_data` carves the validation set out of; the 10 000 official
+test images are the *test* split, sealed from a search: without ``include_test`` the two ``t10k``
+files are never opened, so a ``data_root`` holding only the two ``train`` files is enough to search.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ FILES = {  # split -> (images file, labels file)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+TEST_FROM = "official test split (t10k files)"
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # IDX: 0x00 0x00, type 0x08 (ubyte), then 3 or 1 dimensions
 
 
@@ -82,10 +86,13 @@ def load_split(root: str | Path, split: str) -> GreyImages:
     return GreyImages(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_fashion_mnist(root: str | None) -> tuple[GreyImages, GreyImages]:
-    """(train, val) = (the 60 000 training images, the 10 000 test images) from ``root``."""
+def load_fashion_mnist(root: str | None, include_test: bool = False) -> tuple[GreyImages, GreyImages | None]:
+    """(training pool, test or None) = (the 60 000 training images, the 10 000 test images) from ``root``.
+
+    The test files are read only with ``include_test``.
+    """
     root = root or DEFAULT_ROOT
     if not Path(root).expanduser().is_dir():
         raise BadInput(f"data_root: {root} does not exist (Fashion-MNIST: {INSTALL_HINT}, "
-                       "or set data_root to a folder holding its four .gz files)")
-    return load_split(root, "train"), load_split(root, "test")
+                       "or set data_root to a folder holding its .gz files)")
+    return load_split(root, "train"), (load_split(root, "test") if include_test else None)

@@ -1,4 +1,4 @@
-"""Deterministic few-shot subsets: exactly ``shots`` training images per class, chosen by seed."""
+"""Deterministic subsets: few-shot training images (chosen by seed) and the fixed validation carve-out."""
 
 from __future__ import annotations
 
@@ -31,21 +31,28 @@ def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
 VAL_SUBSET_SEED = 0  # fixed: every trial of every sweep is scored on the same images
 
 
-def stratified_subset(labels: Sequence[int], size: int, seed: int = VAL_SUBSET_SEED) -> list[int]:
+def stratified_subset(labels: Sequence[int], size: int, seed: int = VAL_SUBSET_SEED, *, reserve: int = 0) -> list[int]:
     """Sorted indices of ``size`` items taken round-robin over the classes (each class shuffled by ``seed``).
 
-    Used for ``val_size``: a fixed, class-balanced part of a large validation split (as balanced as
-    the class counts allow). The seed is not the trial's, so trials differing only in seed are
-    scored on the same images and their paired differences measure the seed, not the val sample.
+    Used to carve the validation set out of the training pool: a fixed, class-balanced part of it (as
+    balanced as the class counts allow). The seed is not the trial's, so trials differing only in
+    seed are scored on the same images and their paired differences measure the seed, not the val
+    sample. ``reserve`` items of every class are never taken (the carve-out leaves each class at
+    least one training image); a class's first picks do not depend on ``reserve`` or ``size``.
     """
     labels = np.asarray(labels)
-    if not 1 <= size <= len(labels):
-        raise BadInput(f"val_size: must be between 1 and the validation set's {len(labels)} images, got {size}")
     rng = np.random.default_rng(seed)
-    queues = [list(rng.permutation(np.flatnonzero(labels == cls))) for cls in np.unique(labels)]
-    chosen: list[int] = []
-    while len(chosen) < size:
-        for queue in queues:
-            if queue and len(chosen) < size:
-                chosen.append(int(queue.pop(0)))
-    return sorted(chosen)
+    queues = [rng.permutation(np.flatnonzero(labels == cls)) for cls in np.unique(labels)]
+    capacity = [max(len(queue) - reserve, 0) for queue in queues]
+    if not 1 <= size <= sum(capacity):
+        left = f" minus {reserve} per class kept for training" if reserve else ""
+        raise BadInput(f"val_size: must be between 1 and {sum(capacity)} (the {len(labels)} images{left}), "
+                       f"got {size}")
+    taken = [0] * len(queues)
+    remaining = size
+    while remaining:  # one round takes an item from each class that has one left, in class order
+        open_classes = [c for c in range(len(queues)) if taken[c] < capacity[c]][:remaining]
+        for c in open_classes:
+            taken[c] += 1
+        remaining -= len(open_classes)
+    return sorted(int(i) for queue, n in zip(queues, taken, strict=True) for i in queue[:n])

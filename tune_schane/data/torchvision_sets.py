@@ -1,8 +1,14 @@
 """torchvision datasets read from a local root (no download unless asked), and ImageFolder.
 
-Each entry names the torchvision class and its train/val split arguments. The official test split
-is the validation set (Flowers102: ``split="test"``, not its small ``"val"``; pets/aircraft train on
-``"trainval"``): these are fine-tuning benchmarks; hold out part of train for a publishable protocol.
+Each entry names the torchvision class and its training-pool/test split arguments. The pool is the
+split a fine-tuning benchmark trains on (pets/aircraft: ``"trainval"``); the validation set a search
+scores is carved out of it by :func:`~tune_schane.data.bundle.build_data`. The official test split
+(Flowers102: ``split="test"``, not its small ``"val"``) is the sealed *test* split: its dataset is
+constructed only with ``include_test``, so a search never reads it.
+
+ImageFolder: ``root/train/<class>/`` is the pool; the test split is ``root/test/<class>/`` where that
+folder exists, else ``root/val/<class>/`` (the held-out split its owner made; it is no longer what a
+search scores). Neither is scanned without ``include_test``, so ``root/train/`` alone is enough to search.
 
 CIFAR integrity: torchvision's CIFAR10/100 compare each batch file's md5 with hard-coded sums, so
 only the byte-exact official files pass. With ``download=False`` we read them through subclasses
@@ -23,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ..errors import BadInput
 
-SPLITS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {  # name -> (class, train kwargs, val kwargs)
+SPLITS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {  # name -> (class, pool kwargs, test kwargs)
     "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
     "cifar100": ("CIFAR100", {"train": True}, {"train": False}),
     "flowers102": ("Flowers102", {"split": "train"}, {"split": "test"}),
@@ -58,23 +64,24 @@ class LocalCIFAR100(tvd.CIFAR100):
 LOCAL = {"CIFAR10": LocalCIFAR10, "CIFAR100": LocalCIFAR100}
 
 
-def load_torchvision(name: str, root: str | None, download: bool) -> tuple[Dataset, Dataset, int]:
-    """(train, val, num_classes) as PIL-image datasets."""
+def load_torchvision(name: str, root: str | None, download: bool,
+                     include_test: bool = False) -> tuple[Dataset, Dataset | None, int]:
+    """(training pool, official test split or None, num_classes) as PIL-image datasets."""
     if not root:
         raise BadInput(f"data_root: required for {name} (the folder holding the extracted dataset)")
     path = Path(root).expanduser()
     if not download and not path.is_dir():
         raise BadInput(f"data_root: {root} does not exist ({name} needs the extracted dataset there; download is off)")
-    class_name, train_kw, val_kw = SPLITS[name]
+    class_name, pool_kw, test_kw = SPLITS[name]
     cls = getattr(tvd, class_name) if download else LOCAL.get(class_name, getattr(tvd, class_name))
     try:
-        train = cls(str(path), download=download, **train_kw)
-        val = cls(str(path), download=download, **val_kw)
+        pool = cls(str(path), download=download, **pool_kw)
+        test = cls(str(path), download=download, **test_kw) if include_test else None
     except (RuntimeError, OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
         said = str(exc).strip().rstrip(".") or type(exc).__name__
         hint = "" if download else "; download is off, so the extracted files must already be there"
         raise BadInput(f"data_root: no readable {name} dataset under {root} (torchvision: {said}{hint})") from None
-    return train, val, _num_classes(train, name)
+    return pool, test, _num_classes(pool, name)
 
 
 def labels_of(dataset: Dataset) -> list[int]:
@@ -95,23 +102,34 @@ def _num_classes(dataset: Dataset, name: str) -> int:
     return len(classes) if classes else KNOWN_CLASSES[name]
 
 
-def load_image_folder(root: str | None) -> tuple[Dataset, Dataset, int]:
-    """``root/train/<class>/*`` and ``root/val/<class>/*`` with the same classes."""
+def image_folder_test(root: str) -> Path:
+    """The folder an imagefolder's test split comes from: ``root/test`` if it exists, else ``root/val``."""
+    test = Path(root).expanduser() / "test"
+    return test if test.is_dir() else test.with_name("val")
+
+
+def _scan(folder: Path, root: str, needs: str) -> Dataset:
     from torchvision.datasets import ImageFolder
 
+    if not folder.is_dir():
+        raise BadInput(f"data_root: {folder} does not exist (imagefolder needs {needs} under {root})")
+    try:
+        return ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise BadInput(f"data_root: {folder}: {exc}") from None
+
+
+def load_image_folder(root: str | None, include_test: bool = False) -> tuple[Dataset, Dataset | None, int]:
+    """(``root/train/<class>/*``, the test folder's images or None, num_classes); the classes must agree."""
     if not root:
-        raise BadInput("data_root: required for imagefolder (a folder with train/<class>/ and val/<class>/)")
-    parts = {}
-    for split in ("train", "val"):
-        folder = Path(root).expanduser() / split
-        if not folder.is_dir():
-            raise BadInput(f"data_root: {folder} does not exist (imagefolder needs train/ and val/ under {root})")
-        try:
-            parts[split] = ImageFolder(str(folder))
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise BadInput(f"data_root: {folder}: {exc}") from None
-    train, val = parts["train"], parts["val"]
-    if train.classes != val.classes:
-        only = sorted(set(train.classes) ^ set(val.classes))
-        raise BadInput(f"data_root: {root}: train/ and val/ have different class folders (not in both: {only})")
-    return train, val, len(train.classes)
+        raise BadInput("data_root: required for imagefolder (a folder with train/<class>/, and test/ or val/)")
+    pool = _scan(Path(root).expanduser() / "train", root, "train/")
+    if not include_test:
+        return pool, None, len(pool.classes)
+    folder = image_folder_test(root)
+    test = _scan(folder, root, "test/ or val/ (the held-out test split) beside train/")
+    if pool.classes != test.classes:
+        only = sorted(set(pool.classes) ^ set(test.classes))
+        raise BadInput(f"data_root: {root}: train/ and {folder.name}/ have different class folders "
+                       f"(not in both: {only})")
+    return pool, test, len(pool.classes)
