@@ -105,3 +105,12 @@ def test_search_never_reads_test_then_confirm_survives_sigkill(tmp_path):
                         f"'{tmp_path}/store/trials/**/*.parquet', union_by_name = true, hive_partitioning = false) "
                         "GROUP BY stage ORDER BY stage").fetchall()
     assert counts == [("confirm", 10, 10), ("search", 4, 0)]
+
+    from analysis.command import analyze_command
+
+    assert analyze_command(str(tmp_path / "store"), "c1", str(tmp_path / "report")) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Confirmed results (test split, fresh seeds)" in page and "selection (optimistic)" in page
+    assert "rests on the search stage only" not in page  # the headline guard-rail is gone once confirmed
+    summary = (tmp_path / "report" / "tables" / "confirm_summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and all(",5," in line for line in summary[1:])  # 2 configs, 5 seeds each
