@@ -321,7 +321,7 @@ resources: {cpu: 1}
                  "--num-cpus", "2"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "best trials by val_top1" in out
+    assert "best search trials by val_top1 (max): selection (optimistic)" in out
     assert main(["status", "--store", store]) == 0
     status = capsys.readouterr().out
     assert "cli-1" in status and " 3 " in status
