@@ -17,6 +17,9 @@ import math
 
 import pandas as pd
 
+from tune_schane.confirm import confirm_rows as confirm_part
+from tune_schane.confirm import search_rows as search_part
+
 from .seed_stats import MIN_SEEDS, interval, paired_table, prob_improvement, slope_table
 from .sensitivity import subset_seed
 
@@ -27,18 +30,10 @@ SELECTION = "selection (optimistic)"
 
 
 def stages(trials: pd.DataFrame) -> pd.Series:
-    """Each row's stage; rows of stores written before the column are search rows (``train`` for train runs)."""
+    """Each row's stage; rows of stores written before the column are search rows."""
     if "stage" not in trials:
         return pd.Series("search", index=trials.index)
     return trials["stage"].astype("object").where(trials["stage"].notna(), "search")
-
-
-def search_part(trials: pd.DataFrame) -> pd.DataFrame:
-    return trials[(stages(trials) == "search").to_numpy()]
-
-
-def confirm_part(trials: pd.DataFrame) -> pd.DataFrame:
-    return trials[(stages(trials) == "confirm").to_numpy()]
 
 
 def _meta(trials: pd.DataFrame, key: str) -> pd.Series:

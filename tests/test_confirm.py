@@ -171,3 +171,9 @@ def test_confirm_key_in_a_space():
                        ({"folds": 3}, "unknown key 'folds'")):
         with pytest.raises(BadInput, match=match):
             parse_space({**SPACE, "confirm": bad}, where="s")
+
+
+def test_rows_of_stores_written_before_the_stage_column_are_search_rows(space):
+    trials = search_frame(space, {("ce", 16): [70], ("clce", 16): [80]}).assign(stage=None)
+    assert done_keys(trials) == set()  # no confirm row, and no error on the nulls
+    assert len(plan_confirm(trials, space, seeds=5)) == 10

@@ -81,6 +81,25 @@ def _local_resources() -> tuple[float, float]:
     return float(os.cpu_count() or 1), float(torch.cuda.device_count())
 
 
+def _check_local_cluster(args: argparse.Namespace, space) -> None:
+    """Refuse trials that can never be placed before Ray starts (a local cluster is this machine)."""
+    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
+        raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
+    if not args.address:
+        cpus, gpus = _local_resources()
+        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
+                            gpus if args.num_gpus is None else args.num_gpus)
+
+
+def _start_ray(args: argparse.Namespace, space) -> None:
+    """Join ``--address`` or start a local Ray, then check the space's trials against what it really has."""
+    from . import ray_tune
+
+    cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                                ship_code=getattr(args, "ship_code", True))
+    space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+
+
 def sweep_command(args: argparse.Namespace) -> int:
     from .compaction import compact_finished_sweep
     from .space import load_space
@@ -99,12 +118,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     storage = storage_uri(args.storage or "runs/ray")
     if args.resume and not _experiment_exists(storage, sweep_id):
         raise BadInput(f"--resume: no sweep {sweep_id!r} under {storage}")
-    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
-        raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
-    if not args.address:  # a local cluster is this machine: refuse impossible trials before Ray starts
-        cpus, gpus = _local_resources()
-        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
-                            gpus if args.num_gpus is None else args.num_gpus)
+    _check_local_cluster(args, space)
     from .tracking import check_trackers, tracker_lines
 
     mlflow = getattr(args, "mlflow", None)
@@ -113,9 +127,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from . import ray_tune
 
     try:
-        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                                    ship_code=getattr(args, "ship_code", True))
-        space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+        _start_ray(args, space)
         if not args.resume:
             store.write_space(sweep_id, space.source)
         shipped = " (code shipped to the nodes)" if args.address and getattr(args, "ship_code", True) else ""
@@ -125,7 +137,6 @@ def sweep_command(args: argparse.Namespace) -> int:
                            resume=args.resume, keep_checkpoints=getattr(args, "keep_checkpoints", "best"),
                            mlflow_uri=mlflow)
         if space.confirm:  # the space asks the sweep to end with its confirm stage
-            compact_finished_sweep(store, sweep_id)
             confirm_stage(store, sweep_id, space, storage, resume=args.resume, **space.confirm)
     finally:
         ray_tune.shutdown()
@@ -155,19 +166,12 @@ def confirm_command(args: argparse.Namespace) -> int:
     for key in ("top", "seeds", "epoch"):
         if getattr(args, key, None) is not None:
             settings[key] = getattr(args, key)
-    if args.address and (args.num_cpus is not None or args.num_gpus is not None):
-        raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
-    if not args.address:
-        cpus, gpus = _local_resources()
-        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
-                            gpus if args.num_gpus is None else args.num_gpus)
+    _check_local_cluster(args, space)
     storage = storage_uri(args.storage or "runs/ray")
     from . import ray_tune
 
     try:
-        cluster = ray_tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                                    ship_code=getattr(args, "ship_code", True))
-        space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
+        _start_ray(args, space)
         confirm_stage(store, sweep_id, space, storage, resume=args.resume, **settings)
     finally:
         ray_tune.shutdown()

@@ -69,14 +69,14 @@ def search_rows(trials: pd.DataFrame) -> pd.DataFrame:
     """The rows a search wrote (``stage`` search, or null in stores written before the column)."""
     if "stage" not in trials:
         return trials
-    stage = trials["stage"]
-    return trials[stage.isna() | (stage.astype("string") == "search")]
+    stage = trials["stage"].astype("object")
+    return trials[(stage.isna() | stage.eq("search")).to_numpy(dtype=bool)]
 
 
 def confirm_rows(trials: pd.DataFrame) -> pd.DataFrame:
     if "stage" not in trials:
         return trials.iloc[0:0]
-    return trials[trials["stage"].astype("string") == "confirm"]
+    return trials[trials["stage"].astype("object").eq("confirm").to_numpy(dtype=bool)]  # null: not confirm
 
 
 def used_seeds(trials: pd.DataFrame) -> set[int]:
