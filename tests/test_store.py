@@ -114,7 +114,8 @@ def test_files_readable_with_plain_pyarrow_and_pandas(tmp_path):
         "written_at": pa.timestamp("us", tz="UTC"),
         "stage": pa.string(), "confirm_job": pa.string(), "val_from": pa.string(), "val_images": pa.int64(),
         "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_epoch": pa.int64(),
-        "test_images": pa.int64(), "test_epoch_pick": pa.string(),
+        "test_images": pa.int64(), "test_epoch_pick": pa.string(), "steps_run": pa.int64(),
+        "samples_seen": pa.int64(),
     }  # fmt: skip
     for name, dtype in documented.items():
         assert schema.field(name).type == dtype, name

@@ -36,6 +36,7 @@ from .outcomes import TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
 LR_RULES = ("none", "linear", "sqrt")
+BUDGET_UNITS = ("epochs", "steps", "samples")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -72,14 +73,19 @@ class TrialConfig:
     lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce)
     detach_weights: bool = False  # stop gradients through the hardness weights
     # --- optimisation ----------------------------------------------------------------------
-    epochs: int = 5  # the embedded default (test_vit on digits) reaches 85-91 % val top-1 for ce/clce
+    epochs: int = 5  # passes over the training images; with a step/sample budget, the number of reports (evaluations)
+    # the embedded default (test_vit on digits) reaches 85-91 % val top-1 for ce/clce in 5 epochs
+    budget_unit: str = "epochs"  # epochs | steps | samples: what the training length holds fixed across batch sizes
+    budget: int | None = None  # total optimiser steps (steps) or training images seen (samples); the run is split
+    # into `epochs` equal reports (evaluations). With steps, batch 16 and 64 take the same number of updates.
     batch_size: int = 32  # images per step (the contrastive loss sees batch_size * views)
     lr: float = 5e-3  # learning rate at the reference batch `lr_ref_batch` (so 2.5e-3 at 32 with sqrt)
     lr_rule: str = "sqrt"  # none | linear | sqrt: lr = lr * rule(batch_size / lr_ref_batch)
     lr_ref_batch: int = 256
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
     weight_decay: float = 0.05
-    warmup_epochs: float = 0.5  # linear warm-up, then cosine decay to 0, stepped per batch
+    warmup_epochs: float = 0.5  # linear warm-up, then cosine decay to 0, stepped per batch; with a step/sample
+    # budget it counts reports, so every batch size warms up for the same share of its steps
     layer_decay: float | None = None  # layer-wise lr decay for ViT/BEiT (e.g. 0.65); None = off
     contrastive_chunk: int | None = None  # gradient-cache chunk (images); None = plain step (or automatic, below)
     memory_budget_mb: float | None = None  # step memory budget: without contrastive_chunk, a batch estimated
@@ -109,6 +115,17 @@ class TrialConfig:
             raise BadInput(f"loss: unknown loss family {self.loss!r} (expected one of {LOSS_FAMILIES})")
         if self.test_epoch not in TEST_EPOCH_PICKS:
             raise BadInput(f"test_epoch: {self.test_epoch!r} is not one of {', '.join(TEST_EPOCH_PICKS)}")
+        if self.budget_unit not in BUDGET_UNITS:
+            raise BadInput(f"budget_unit: {self.budget_unit!r} is not one of {', '.join(BUDGET_UNITS)}")
+        if self.budget_unit == "epochs" and self.budget is not None and self.budget != self.epochs:
+            raise BadInput(f"budget: {self.budget} epochs contradicts epochs {self.epochs}; give the length once")
+        if self.budget_unit != "epochs":
+            if self.budget is None:
+                raise BadInput(f"budget: budget_unit {self.budget_unit} needs a budget (total {self.budget_unit})")
+            steps = self.budget if self.budget_unit == "steps" else self.budget // self.batch_size
+            if steps < self.epochs:
+                raise BadInput(f"budget: {self.budget} {self.budget_unit} is {steps} optimiser steps at batch "
+                               f"{self.batch_size}, fewer than the {self.epochs} reports (epochs)")
         if self.lr_rule not in LR_RULES:
             raise BadInput(f"lr_rule: {self.lr_rule!r} is not one of {', '.join(LR_RULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -154,6 +171,14 @@ class TrialConfig:
         self.validate()
         unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",)}
         return dataclasses.replace(self, **{k: None for k in unused.get(self.loss, ())})
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the whole run, given the steps of one pass over the training images."""
+        if self.budget_unit == "steps":
+            return int(self.budget)
+        if self.budget_unit == "samples":
+            return int(self.budget) // self.batch_size
+        return self.epochs * steps_per_epoch
 
     def seeds(self) -> Seeds:
         """The effective (subset, init, order) seeds: each one that is None is ``seed``."""

@@ -76,8 +76,15 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float
+    optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, warmup_epochs: float,
+    total_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    total = max(1, epochs * steps_per_epoch)
-    warmup = min(total, round(warmup_epochs * steps_per_epoch))
+    """Warm-up then cosine over the run. ``total_steps`` (a step/sample budget) replaces epochs × steps_per_epoch;
+    ``epochs`` then counts reports and ``warmup_epochs`` is in reports (the same share of steps at every batch)."""
+    if total_steps is None:
+        total = max(1, epochs * steps_per_epoch)
+        warmup = min(total, round(warmup_epochs * steps_per_epoch))
+    else:
+        total = max(1, total_steps)
+        warmup = min(total, round(warmup_epochs * total / epochs))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))

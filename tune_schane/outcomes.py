@@ -11,6 +11,7 @@ EPOCH_METRICS = (
     "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
     "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
     "epoch_seconds", "lr",
+    "steps", "samples", "data_epochs", "elapsed_seconds",  # cumulative at the report: updates, images, passes, wall
 )  # fmt: skip
 METRIC_KEYS = ("epoch", *EPOCH_METRICS)  # every key of every epoch's report (Ray needs the same keys each time)
 TRIAL_STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")

@@ -45,6 +45,12 @@ def final_of(history: Sequence[dict], metric: str) -> float:
     return values[-1] if values else math.nan
 
 
+def _last_count(history: Sequence[dict], key: str) -> int | None:
+    """The last report's cumulative counter (``steps``, ``samples``), None when absent (an older trial)."""
+    value = history[-1].get(key, math.nan) if history else math.nan
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
 def trial_row(
     *,
     sweep_id: str,
@@ -83,6 +89,8 @@ def trial_row(
         "best_objective": best_of(history, objective, mode),
         "final_objective": final_of(history, objective),
         "epochs_run": len(history),
+        "steps_run": _last_count(history, "steps"),
+        "samples_seen": _last_count(history, "samples"),
         "wall_seconds": wall_seconds,
         "resources_cpu": resources_cpu,
         "resources_gpu": resources_gpu,

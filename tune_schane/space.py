@@ -78,6 +78,7 @@ class SearchSpace:
     resources: ResourceRule = field(default_factory=ResourceRule)
     optuna_storage: str | None = None  # where the cells' studies live (tune_schane.optuna_storage); None: memory
     confirm: dict[str, Any] | None = None  # {top, seeds, epoch}: the sweep ends with `tune-schane confirm`; None: not
+    budget: dict[str, Any] | None = None  # {unit, value, reports}: a step/sample budget; None: max_epochs epochs
     source: str = ""
     path: str | None = None
     description: str = ""
@@ -174,8 +175,14 @@ class SearchSpace:
     def summary(self) -> str:
         """A few lines for the CLI and the report."""
         grid = " × ".join(f"{k} {v}" for k, v in self.grid.items()) or "none"
-        scheduler = (f"asha(max_epochs {self.max_epochs}, grace {self.grace_period}, rf {self.reduction_factor})"
-                     if self.scheduler == "asha" else f"fifo(max_epochs {self.max_epochs})")
+        if self.budget is not None:  # the scheduler counts in the budget's unit; its reports fall every `per` of them
+            unit, per = self.budget["unit"], self.budget["value"] // self.budget["reports"]
+            scheduler = (f"asha({self.budget['value']} {unit} in {self.max_epochs} reports of {per}, rungs from "
+                         f"{self.grace_period * per} {unit}, rf {self.reduction_factor})" if self.scheduler == "asha"
+                         else f"fifo({self.budget['value']} {unit} in {self.max_epochs} reports of {per})")
+        else:
+            scheduler = (f"asha(max_epochs {self.max_epochs}, grace {self.grace_period}, rf {self.reduction_factor})"
+                         if self.scheduler == "asha" else f"fifo(max_epochs {self.max_epochs})")
         per_cell = "every grid point" if self.searcher == "grid" else f"{self.num_samples} per cell"
         lines = [
             f"space {self.name}" + (f" ({self.path})" if self.path else "") + f": {self.total_trials()} trials "

@@ -13,7 +13,10 @@ Why each check exists (all run before Ray starts, where a mistake costs nothing)
   becomes a float but ``"abc"`` is refused, exactly as on the command line;
 - a ``when`` may name only an earlier parameter, a grid axis or a fixed value: define-by-run samples
   in file order, so this rules out cycles and forward references by construction;
-- ``epochs`` comes from ``scheduler.max_epochs`` alone: two sources of one number would disagree.
+- ``epochs`` comes from ``scheduler.max_epochs`` alone: two sources of one number would disagree;
+- a ``budget: {unit: steps | samples, value, reports}`` block holds the training length fixed in steps or
+  images across batch sizes; the scheduler then counts in that unit (``grace_period: 60`` steps), its
+  rungs land on report boundaries (``value / reports`` apart) and ``max_epochs`` is refused.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from .space_params import (
 __all__ = ["ParamSpec", "ResourceRule", "lookup", "parse_space_mapping"]
 
 TOP_KEYS = ("name", "description", "fixed", "params", "grid", "objective", "searcher", "scheduler",
-            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule", "optuna_storage", "confirm")
+            "num_samples", "repeats", "max_concurrent", "resources", "lr_rule", "optuna_storage", "confirm", "budget")
+BUDGET_KEYS = ("unit", "value", "reports")
 CONFIRM_KEYS = ("top", "seeds", "epoch")
 CONFIRM_DEFAULTS = {"top": 1, "seeds": 5, "epoch": "final"}  # tune-schane confirm's defaults too
 SEARCHERS = ("optuna", "random", "grid")
@@ -87,7 +91,8 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
     """Validate a space mapping; return the keyword arguments of SearchSpace (less source and path)."""
     only(data, TOP_KEYS, "top level")
     fixed = _fixed(data)
-    scheduler = _scheduler(data.get("scheduler"), fixed)
+    budget = _budget(data.get("budget"), fixed)
+    scheduler = _scheduler(data.get("scheduler"), fixed, budget)
     searcher, seed, sharing = _searcher(data.get("searcher"))
     grid = _grid(data.get("grid"), fixed)
     params = parse_params(data.get("params"), fixed, grid, searcher)
@@ -104,6 +109,7 @@ def parse_space_mapping(data: dict[str, Any], default_name: str) -> dict[str, An
         "resources": _resources(data.get("resources")),
         "optuna_storage": _optuna_storage(data.get("optuna_storage"), searcher),
         "confirm": parse_confirm(data.get("confirm")),
+        "budget": budget,
     }
 
 
@@ -149,14 +155,50 @@ def _fixed(data: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def _scheduler(raw: Any, fixed: dict[str, Any]) -> dict[str, Any]:
-    """Scheduler settings; also removes ``epochs`` from ``fixed`` once it agrees with max_epochs."""
+def _budget(raw: Any, fixed: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``budget`` block, written into ``fixed`` as ``budget_unit``/``budget``; None without one."""
+    if raw is None:
+        return None
+    budget = mapping(raw, "budget")
+    only(budget, BUDGET_KEYS, "budget")
+    unit = budget.get("unit", "epochs")
+    if unit not in ("steps", "samples"):
+        raise BadInput(f"budget.unit: {unit!r} is not steps or samples (an epoch budget is scheduler.max_epochs)")
+    for key in ("budget_unit", "budget", "epochs"):
+        if key in fixed:
+            raise BadInput(f"fixed.{key}: the budget block sets the training length; leave {key} out of fixed")
+    value = integer(budget.get("value"), "budget.value", 1)
+    reports = integer(budget.get("reports", 1), "budget.reports", 1)
+    if value % reports:
+        raise BadInput(f"budget.reports: {value} {unit} do not split into {reports} equal reports")
+    fixed.update(budget_unit=unit, budget=value)
+    return {"unit": unit, "value": value, "reports": reports}
+
+
+def _scheduler(raw: Any, fixed: dict[str, Any], budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scheduler settings; also removes ``epochs`` from ``fixed`` once it agrees with max_epochs.
+
+    With a step/sample ``budget`` the scheduler counts in its unit: ``max_epochs`` is the budget's reports
+    and ``grace_period`` (in steps or samples) becomes the report at which the first rung falls.
+    """
     scheduler = mapping(raw, "scheduler")
     kind = scheduler.get("type", "asha")
     if kind not in SCHEDULERS:
         raise BadInput(f"scheduler.type: {kind!r} is not one of {', '.join(SCHEDULERS)}")
     allowed = {"type", "max_epochs"} | ({"grace_period", "reduction_factor"} if kind == "asha" else set())
     only(scheduler, allowed, f"scheduler ({kind})")
+    factor = integer(scheduler.get("reduction_factor", 2), "scheduler.reduction_factor", 2)
+    if budget is not None:
+        if "max_epochs" in scheduler:
+            raise BadInput(f"scheduler.max_epochs: the budget block sets the length ({budget['value']} "
+                           f"{budget['unit']} in {budget['reports']} reports); leave max_epochs out")
+        per_report = budget["value"] // budget["reports"]
+        grace = integer(scheduler.get("grace_period", per_report), "scheduler.grace_period", 1)
+        if grace % per_report or grace > budget["value"]:
+            raise BadInput(f"scheduler.grace_period: {grace} {budget['unit']} is not a whole number of reports "
+                           f"of {per_report} {budget['unit']} within the budget of {budget['value']}")
+        return {"scheduler": kind, "max_epochs": budget["reports"], "grace_period": grace // per_report,
+                "reduction_factor": factor}
     max_epochs = integer(scheduler.get("max_epochs", fixed.get("epochs", TrialConfig.epochs)),
                          "scheduler.max_epochs", 1)
     if fixed.pop("epochs", max_epochs) != max_epochs:
@@ -165,7 +207,6 @@ def _scheduler(raw: Any, fixed: dict[str, Any]) -> dict[str, Any]:
     grace = integer(scheduler.get("grace_period", 1), "scheduler.grace_period", 1)
     if grace > max_epochs:
         raise BadInput(f"scheduler.grace_period: {grace} is more than max_epochs {max_epochs}")
-    factor = integer(scheduler.get("reduction_factor", 2), "scheduler.reduction_factor", 2)
     return {"scheduler": kind, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": factor}
 
 

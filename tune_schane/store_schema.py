@@ -88,6 +88,9 @@ def trials_schema() -> pa.Schema:
         pa.field("test_epoch", pa.int64()),  # the epoch whose weights were scored on test
         pa.field("test_images", pa.int64()),
         pa.field("test_epoch_pick", pa.string()),  # final | best_val: how test_epoch was chosen
+        # The training length actually run (null in stores written before them): the last report's counters.
+        pa.field("steps_run", pa.int64()),  # optimiser steps
+        pa.field("samples_seen", pa.int64()),  # training images seen (steps x batch_size)
     ]
     return pa.schema(fields, metadata=_metadata("trials"))
 

@@ -14,6 +14,12 @@ comparison can vary one source of chance and hold the others:
   projector and classifier, and the whole backbone without pretrained weights);
 - ``order_seed`` seeds each epoch's data order and its augmentations, dropout and drop_path.
 
+Training length (``budget_unit``): ``epochs`` passes over the training images (one report each), or a
+fixed number of optimiser ``steps`` or training ``samples`` split into ``epochs`` equal reports. With a
+step budget, batch 16 and batch 64 take the same number of updates, so a batch-size comparison does not
+measure the schedule's length (Shallue et al. 2019); each report stores its cumulative ``steps``,
+``samples``, ``data_epochs`` and ``elapsed_seconds``.
+
 The data a trial sees is the training pool minus a fixed validation set; the test split stays sealed
 (``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data.bundle`).
 
@@ -25,6 +31,7 @@ turns early stops into a status (``completed``, ``diverged``, ``oom``, ``error``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -130,14 +137,18 @@ class Trial:
         self.lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_rule, cfg.lr_ref_batch)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.layer_decay)
         self.steps_per_epoch = n_train // cfg.batch_size  # drop_last: every step sees a full batch
+        self.total_steps = cfg.total_steps(self.steps_per_epoch)
+        # Report k ends after report_ends[k-1] steps: k passes with an epoch budget, k equal shares of a step budget.
+        self.report_ends = [round(k * self.total_steps / cfg.epochs) for k in range(1, cfg.epochs + 1)]
         self.scheduler = build_scheduler(self.optimizer, epochs=cfg.epochs,
-                                         steps_per_epoch=self.steps_per_epoch,
-                                         warmup_epochs=cfg.warmup_epochs)
+                                         steps_per_epoch=self.steps_per_epoch, warmup_epochs=cfg.warmup_epochs,
+                                         total_steps=None if cfg.budget_unit == "epochs" else self.total_steps)
         self.val_loader = self._eval_loader(self.data.val)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.test_result: dict[str, float] | None = None  # the one score on test (score_test), after the last epoch
         self.best_val: tuple[float, int, dict] | None = None  # (val_top1, epoch, weights) for test_epoch=best_val
+        self.resume_rng: torch.Tensor | None = None  # torch's CPU RNG at the checkpoint (a report that ends mid-pass)
 
     def _eval_loader(self, dataset) -> DataLoader:
         """One deterministic pass over ``dataset``; a data-parallel worker scores its share."""
@@ -170,21 +181,45 @@ class Trial:
         return DataLoader(self.data.train, batch_size=self.config.batch_size, drop_last=True, sampler=sampler,
                           **options)
 
-    def run(self, wrap_batches: Callable[[Iterable, int], Iterable] | None = None) -> Iterator[dict[str, float]]:
-        """Train the remaining epochs; yield each epoch's metrics. Raises :class:`TrialStopped`.
+    def _batch_stream(self, start_step: int) -> Iterator:
+        """Training batches from step ``start_step`` on, pass after pass over the training images.
 
-        ``wrap_batches(loader, epoch)`` may wrap each epoch's training batches (a progress bar:
-        :mod:`tune_schane.progress`); the loop sees the same batches either way.
+        Pass p draws its order from ``epoch_seed(order_seed, p)`` and reseeds torch's RNG (augmentations,
+        dropout) at its start, so an epoch budget sees exactly one pass per report. A resumed run skips the
+        batches before ``start_step`` by drawing them (the RNG then matches an uninterrupted run).
+        """
+        rank = self.replica.rank if self.replica is not None else 0
+        pass_index, skip = divmod(start_step, self.steps_per_epoch)
+        while True:
+            pass_index += 1
+            torch.manual_seed(epoch_seed(self.seeds.order, pass_index) + rank)  # augmentations, dropout, drop_path
+            batches = iter(self._train_loader(pass_index))
+            if skip:  # resumed mid-pass: the same order; then the CPU RNG as the checkpoint left it (CUDA dropout
+                # masks of such a resume are drawn afresh)
+                for _ in range(skip):
+                    next(batches)
+                skip = 0
+                if self.resume_rng is not None:
+                    torch.set_rng_state(self.resume_rng)
+            yield from batches
+
+    def run(self, wrap_batches: Callable[[Iterable, int], Iterable] | None = None) -> Iterator[dict[str, float]]:
+        """Train the remaining reports (epochs); yield each one's metrics. Raises :class:`TrialStopped`.
+
+        A report is one pass over the training images (``budget_unit: epochs``) or an equal share of a
+        step/sample budget. ``wrap_batches(batches, epoch)`` may wrap each report's training batches (a
+        progress bar: :mod:`tune_schane.progress`); the loop sees the same batches either way.
         """
         cfg = self.config
+        done = self.report_ends[self.epoch - 1] if self.epoch else 0
+        stream = self._batch_stream(done)
+        elapsed = self.history[-1].get("elapsed_seconds", math.nan) if self.history else 0.0
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
             start = time.perf_counter()
-            rank = self.replica.rank if self.replica is not None else 0
-            torch.manual_seed(epoch_seed(self.seeds.order, epoch) + rank)  # augmentations, dropout, drop_path
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             try:
-                loader = self._train_loader(epoch)
+                loader = _Take(stream, self.report_ends[epoch - 1] - done)
                 batches = wrap_batches(loader, epoch) if wrap_batches is not None else loader
                 train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler,
                                         self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk, replica=self.replica)
@@ -195,9 +230,13 @@ class Trial:
                 if is_out_of_memory(exc):
                     raise TrialStopped("oom", f"out of memory at batch size {cfg.batch_size}: {exc}") from exc
                 raise
+            done = self.report_ends[epoch - 1]
+            seconds = time.perf_counter() - start
+            elapsed += seconds
             metrics = {"epoch": epoch, **val, **train, "peak_mem_mb": peak_memory_mb(self.device),
-                       "epoch_seconds": time.perf_counter() - start,
-                       "lr": max(group["lr"] for group in self.optimizer.param_groups)}
+                       "epoch_seconds": seconds, "lr": max(group["lr"] for group in self.optimizer.param_groups),
+                       "steps": done, "samples": done * cfg.batch_size, "data_epochs": done / self.steps_per_epoch,
+                       "elapsed_seconds": elapsed}
             metrics = {key: float(metrics.get(key, math.nan)) for key in METRIC_KEYS}
             self.epoch = epoch
             self.history.append(metrics)
@@ -244,7 +283,7 @@ class Trial:
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "history": self.history, "test_result": self.test_result}
+                 "history": self.history, "test_result": self.test_result, "rng": torch.get_rng_state()}
         if self.best_val is not None:  # a resumed confirm trial still scores the best epoch's weights
             state["best_val"] = {"value": self.best_val[0], "epoch": self.best_val[1], "weights": self.best_val[2]}
         return state
@@ -287,8 +326,22 @@ class Trial:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.test_result = state.get("test_result")
+        self.resume_rng = state.get("rng")
         best = state.get("best_val")
         self.best_val = (float(best["value"]), int(best["epoch"]), best["weights"]) if best else None
+
+
+class _Take:
+    """The next ``n`` items of an iterator, with a length (a progress bar shows the report's steps)."""
+
+    def __init__(self, iterator: Iterator, n: int) -> None:
+        self.iterator, self.n = iterator, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(self.iterator, self.n)
 
 
 @dataclass
