@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tune_schane import pretrained
@@ -119,13 +121,35 @@ def test_backbone_is_loaded_through_timm_with_every_converted_tensor(cache):
     assert not torch.equal(random.backbone.conv_stem.weight, model.backbone.conv_stem.weight)
 
 
-def test_conversion_is_cached_and_the_source_hash_names_the_file():
+def test_conversion_is_cached_under_the_source_hash_and_library_versions(monkeypatch):
     need_weights("tf_efficientnet_lite0")
+    import timm
+    import torchvision
+
+    entry = PACKAGED["tf_efficientnet_lite0"]
     first = packaged_weights_file("tf_efficientnet_lite0")
+    assert first == pretrained.cache_path(entry, pretrained.source_file(entry))
     mtime = first.stat().st_mtime_ns
     assert packaged_weights_file("tf_efficientnet_lite0.in1k") == first  # a tag maps to the same weights
     assert first.stat().st_mtime_ns == mtime
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    with safe_open(str(first), "pt") as fh:
+        assert fh.metadata()["timm"] == timm.__version__
+        assert fh.metadata()["torchvision"] == torchvision.__version__
+    monkeypatch.setattr(pretrained, "_sha256", lambda path: "0" * 64)  # another source file
+    assert pretrained.cache_path(entry, pretrained.source_file(entry)) != first
+
+
+@pytest.mark.parametrize("library", ["timm", "torchvision"])
+def test_another_timm_or_torchvision_version_converts_afresh(monkeypatch, library):
+    """An upgrade must not read a file converted for another module tree: the cache path changes."""
+    need_weights("mobilenetv2_100")
+    before = packaged_weights_file("mobilenetv2_100")
+    monkeypatch.setattr(importlib.import_module(library), "__version__", "0.0.0+another")
+    after = packaged_weights_file("mobilenetv2_100")
+    assert after != before and after.parent == before.parent and after.is_file()
+    with safe_open(str(after), "pt") as fh:
+        assert fh.metadata()[library] == "0.0.0+another"
 
 
 def test_normalisation_is_the_one_the_weights_were_trained_with():
