@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 FAMILY_STYLE = {"ce": ("#7f7f7f", "o"), "supcon": ("#1f77b4", "s"), "schane": ("#d62728", "^"),
-                "clce": ("#2ca02c", "D")}
+                "clce": ("#2ca02c", "D"), "supcon_ce": ("#17becf", "v")}
 STATUS_COLOURS = {"completed": "#2ca02c", "pruned": "#ff7f0e", "diverged": "#d62728", "oom": "#9467bd",
                   "error": "#8c564b", "running": "#7f7f7f"}
 LOG_PARAMS = ("lr", "tau")

@@ -16,7 +16,11 @@ ce        None   None    None   (λ = 0)
 supcon    set    None    None   (β = 0, λ = 1)
 schane    set    set     None   (λ = 1)
 clce      set    set     set
+supcon_ce set    None    set    (β = 0: CLCE without hardness weights, SupCon + CE)
 ========  =====  ======  ======
+
+``supcon_ce`` is the ablation arm of CLCE: the same blend with every hardness weight 1, so a gain of
+CLCE over it is attributable to hard-negative weighting and a gain of it over CE to the contrastive term.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import yaml
 from .errors import BadInput
 from .outcomes import TEST_EPOCH_PICKS
 
-LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
+LOSS_FAMILIES = ("ce", "supcon", "schane", "clce", "supcon_ce")
 LR_RULES = ("none", "linear", "sqrt")
 BUDGET_UNITS = ("epochs", "steps", "samples")
 OPTIMIZERS = ("adamw", "sgd")
@@ -67,10 +71,10 @@ class TrialConfig:
     # pool (the same for every seed; few-shot images are drawn from the rest). None = 20 % of the pool, at most
     # 10 000 (digits: 287 of 1437). The test split is never read by a trial (tune_schane/data/bundle.py).
     # --- loss ------------------------------------------------------------------------------
-    loss: str = "clce"  # ce | supcon | schane | clce (see module docstring)
+    loss: str = "clce"  # ce | supcon | schane | clce | supcon_ce (see module docstring)
     tau: float | None = 0.1  # temperature τ of the contrastive logits
     beta: float | None = 1.0  # hard-negative concentration β ≥ 0 (schane, clce)
-    lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce)
+    lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce, supcon_ce)
     detach_weights: bool = False  # stop gradients through the hardness weights
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 5  # passes over the training images; with a step/sample budget, the number of reports (evaluations)
@@ -134,8 +138,8 @@ class TrialConfig:
             raise BadInput(f"tau: temperature must be > 0 for loss {self.loss!r}, got {self.tau}")
         if self.loss in ("schane", "clce") and (self.beta is None or not self.beta >= 0):
             raise BadInput(f"beta: must be >= 0 for loss {self.loss!r}, got {self.beta}")
-        if self.loss == "clce" and (self.lam is None or not 0.0 <= self.lam <= 1.0):
-            raise BadInput(f"lam: must be in [0, 1] for loss 'clce', got {self.lam}")
+        if self.loss in ("clce", "supcon_ce") and (self.lam is None or not 0.0 <= self.lam <= 1.0):
+            raise BadInput(f"lam: must be in [0, 1] for loss {self.loss!r}, got {self.lam}")
         positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views", "workers")
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -169,7 +173,8 @@ class TrialConfig:
     def resolved(self) -> TrialConfig:
         """Validate and set the hyperparameters the loss family does not use to None."""
         self.validate()
-        unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",)}
+        unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",),
+                  "supcon_ce": ("beta",)}
         return dataclasses.replace(self, **{k: None for k in unused.get(self.loss, ())})
 
     def total_steps(self, steps_per_epoch: int) -> int:

@@ -1,7 +1,8 @@
 """The loss family: SupCon, SCHaNe and their CE blend CLCE (DESIGN.md section 1).
 
-All four families a sweep compares are one formula, ``(1 − λ)·CE + λ·SCHaNe(τ, β)``:
-``ce`` (λ = 0), ``supcon`` (β = 0, λ = 1), ``schane`` (λ = 1), ``clce`` (0 < λ < 1).
+All five families a sweep compares are one formula, ``(1 − λ)·CE + λ·SCHaNe(τ, β)``:
+``ce`` (λ = 0), ``supcon`` (β = 0, λ = 1), ``schane`` (λ = 1), ``clce`` (0 < λ < 1) and its ablation
+``supcon_ce`` (β = 0, 0 < λ < 1: SupCon + CE, no hardness weighting).
 """
 
 from __future__ import annotations
@@ -27,4 +28,6 @@ def build_loss(
         return CLCELoss(tau, beta, 1.0, detach_weights)
     if family == "clce":
         return CLCELoss(tau, beta, lam, detach_weights)
+    if family == "supcon_ce":
+        return CLCELoss(tau, 0.0, lam)
     raise ValueError(f"unknown loss family {family!r}")
