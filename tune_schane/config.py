@@ -35,6 +35,7 @@ from .errors import BadInput
 from .outcomes import TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
+NEGATIVES = ("all", "group", "subsample")  # negatives budgets (tune_schane/losses/negatives.py); here: torch-free
 LR_RULES = ("none", "linear", "sqrt")
 OPTIMIZERS = ("adamw", "sgd")
 
