@@ -2,17 +2,26 @@
 
 References: tests/loss_reference.py's loop over anchors and pairs, run on each group's rows alone
 (``group``) or told which pairs the subsample mask keeps (``subsample``); today's loss for ``all``
-and one group of the whole batch; torch.autograd.gradcheck.
+and one group of the whole batch; torch.autograd.gradcheck; the plain step for the gradient cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+import timm
 import torch
 
 from tests.loss_reference import naive_anchor_losses, naive_ce, naive_grouped_schane, naive_schane
+from tune_schane.cli import main
+from tune_schane.config import TrialConfig
+from tune_schane.errors import BadInput
+from tune_schane.gradcache import cached_step, plain_step
 from tune_schane.losses import NegativeBudget, SCHaNeLoss, SupConLoss, build_loss
 from tune_schane.losses.negatives import class_balanced_groups, subsample_pairs
+from tune_schane.model import ContrastiveClassifier
+from tune_schane.train import train_one_epoch
 
 BETAS = [0.0, 1.0, 4.0]
 
@@ -220,3 +229,113 @@ def test_all_is_the_default_and_ce_ignores_the_budget():
         NegativeBudget("group", 1)
     with pytest.raises(ValueError, match="one of all, group, subsample"):
         NegativeBudget("hard")
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"negatives": "hardest"}, "negatives: 'hardest' is not one of all, group, subsample"),
+        ({"negatives": "group"}, "needs negatives_size"),
+        ({"negatives": "group", "negatives_size": 1}, "a group needs at least 2 images, got 1"),
+        ({"negatives": "group", "negatives_size": 64}, "groups of 64 images are larger than batch_size 32"),
+        ({"negatives": "group", "negatives_size": 12}, "batch_size 32 does not split into groups of 12"),
+        ({"negatives": "subsample", "negatives_size": 0}, "at least 1 negative per anchor, got 0"),
+        ({"negatives": "subsample", "negatives_size": 63}, "more than any anchor of batch_size 32 with 2 views"),
+    ],
+)
+def test_config_refuses_a_bad_budget_in_one_line(settings, message, tmp_path, capsys):
+    with pytest.raises(BadInput, match=message):
+        TrialConfig(**settings).validate()
+    argv = ["train", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    argv += [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and message in err[0] and "negatives" in err[0], err
+
+
+def test_resolved_config_drops_what_the_budget_does_not_use():
+    assert TrialConfig(negatives="all", negatives_size=8).resolved().negatives_size is None
+    kept = TrialConfig(negatives="group", negatives_size=8).resolved()
+    assert (kept.negatives, kept.negatives_size) == ("group", 8)
+    ce = TrialConfig(loss="ce", negatives="group", negatives_size=5).resolved()  # 5 does not divide 32: unused
+    assert (ce.negatives, ce.negatives_size) == ("all", None)
+    assert TrialConfig(negatives="subsample", negatives_size=62).resolved().negatives_size == 62
+
+
+def test_the_store_keeps_the_budget_as_typed_columns(tmp_path):
+    from tune_schane.records import config_from_row, trial_row
+    from tune_schane.store import TrialStore
+
+    store = TrialStore(tmp_path / "store")
+    config = TrialConfig(negatives="group", negatives_size=8).resolved()
+    store.write_trials([trial_row(sweep_id="s", trial_id="t", status="completed", config=config, history=[])])
+    row = store.load_trials("s").iloc[0]
+    assert (row["config_negatives"], row["config_negatives_size"]) == ("group", 8)
+    assert config_from_row(row) == config
+
+
+def test_the_loop_tells_the_loss_each_step_number():
+    model, loss_fn = tiny_vit().float(), build_loss("schane", 0.1, 1.0, None, negatives="subsample",
+                                                    negatives_size=2, views=2)
+    seen = []
+    step = loss_fn.contrastive.negatives.set_step
+    loss_fn.contrastive.negatives.set_step = lambda s: (seen.append(s), step(s))
+    batches = [(torch.randn(4, 2, 3, 16, 16), torch.tensor([0, 1, 0, 1])) for _ in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    metrics = train_one_epoch(model, batches, loss_fn, opt, sched, torch.device("cpu"), first_step=10)
+    assert seen == [10, 11, 12]
+    assert metrics["neg_per_anchor"] == 2.0  # every anchor has 4 negatives and keeps 2
+
+
+@pytest.mark.slow  # a real trial: builds the digits data and the model (about 3 s of imports on 2 cores)
+def test_a_trial_runs_each_budget_on_its_order_seed_and_numbers_its_steps():
+    from tune_schane.trial import Trial
+
+    base = {"shots": 4, "batch_size": 8, "epochs": 2, "order_seed": 9, "device": "cpu", "num_threads": 2}
+    # shots 4 of 10 classes: a batch of 8 holds at most 4 images of a class, so every anchor has >= 8 negatives.
+    for negatives, size, most in (("group", 4, 6), ("subsample", 5, 5)):
+        trial = Trial(TrialConfig(negatives=negatives, negatives_size=size, **base))
+        budget = trial.loss_fn.contrastive.negatives
+        assert (budget.mode, budget.size, budget.views, budget.seed) == (negatives, size, 2, 9)
+        seen = []
+        step = budget.set_step
+        budget.set_step = lambda s, seen=seen, step=step: (seen.append(s), step(s))
+        history = list(trial.run())
+        assert seen == list(range(10)) and trial.steps_per_epoch == 5
+        assert all(h["neg_per_anchor"] <= most for h in history), history
+        if negatives == "subsample":
+            assert all(h["neg_per_anchor"] == 5.0 for h in history)
+
+
+# ---------------------------------------------------------------- gradient cache
+def tiny_vit() -> ContrastiveClassifier:
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_vit", num_classes=0, img_size=16)
+    return ContrastiveClassifier(backbone, backbone.num_features, 3, proj_dim=8).double().train()
+
+
+@pytest.mark.parametrize("budget", [("group", 2), ("subsample", 3)], ids=["group", "subsample"])
+def test_gradient_cache_gives_the_plain_step_gradient_under_a_budget(budget):
+    model = tiny_vit()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 3, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=g).repeat_interleave(2)
+    loss_fn = build_loss("clce", 0.1, 1.0, 0.5, negatives=budget[0], negatives_size=budget[1], views=2, seed=4)
+    loss_fn.set_step(2)
+    runs = []
+    for chunk_rows in (None, 6):  # chunks of 3, 3 and 2 images
+        model.zero_grad(set_to_none=True)
+        if chunk_rows is None:
+            out, _ = plain_step(model, x, y, loss_fn, detach_classifier=False, autocast=contextlib.nullcontext)
+        else:
+            out, _ = cached_step(model, x, y, loss_fn, chunk_rows=chunk_rows, detach_classifier=False,
+                                 autocast=contextlib.nullcontext)
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (want, want_grads), *cached = runs
+    for out, grads in cached:
+        torch.testing.assert_close(out.loss, want.loss.detach(), rtol=1e-12, atol=1e-12)
+        assert out.neg_per_anchor == want.neg_per_anchor
+        for name, value in want_grads.items():
+            torch.testing.assert_close(grads[name], value, rtol=1e-9, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")

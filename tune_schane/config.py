@@ -17,6 +17,13 @@ supcon    set    None    None   (β = 0, λ = 1)
 schane    set    set     None   (λ = 1)
 clce      set    set     set
 ========  =====  ======  ======
+
+The negatives budget (``negatives``, ``negatives_size`` = m; :mod:`tune_schane.losses.negatives`)
+bounds what each anchor's contrastive term sees, apart from the batch: ``all`` (every pair, the
+default), ``group`` (class-balanced groups of m images; m divides batch_size, 2 <= m <= batch_size)
+or ``subsample`` (m random negatives per anchor, 1 <= m <= (batch_size - 1)·views, the most any
+anchor can have). ``negatives_size`` resolves to None under ``all``; ``ce`` has no contrastive term,
+so it resolves to ``all``/None whatever was set.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class TrialConfig:
     beta: float | None = 1.0  # hard-negative concentration β ≥ 0 (schane, clce)
     lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce)
     detach_weights: bool = False  # stop gradients through the hardness weights
+    negatives: str = "all"  # all | group | subsample: the pairs each anchor contrasts (module docstring)
+    negatives_size: int | None = None  # m: images per group (group) or negatives per anchor (subsample)
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 5  # the embedded default (test_vit on digits) reaches 85-91 % val top-1 for ce/clce
     batch_size: int = 32  # images per step (the contrastive loss sees batch_size * views)
@@ -120,6 +129,7 @@ class TrialConfig:
             raise BadInput(f"beta: must be >= 0 for loss {self.loss!r}, got {self.beta}")
         if self.loss == "clce" and (self.lam is None or not 0.0 <= self.lam <= 1.0):
             raise BadInput(f"lam: must be in [0, 1] for loss 'clce', got {self.lam}")
+        self._validate_negatives()
         positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views", "workers")
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -150,11 +160,39 @@ class TrialConfig:
             raise BadInput("data_root: the imagefolder dataset needs data_root")
         return self
 
+    def _validate_negatives(self) -> None:
+        if self.negatives not in NEGATIVES:
+            raise BadInput(f"negatives: {self.negatives!r} is not one of {', '.join(NEGATIVES)}")
+        if self.loss == "ce" or self.negatives == "all":
+            return  # negatives_size unused (resolved to None)
+        m, batch = self.negatives_size, self.batch_size
+        if m is None:
+            raise BadInput(f"negatives_size: negatives={self.negatives!r} needs negatives_size (m)")
+        if self.negatives == "group":
+            if m < 2:
+                raise BadInput(f"negatives_size: a group needs at least 2 images, got {m}")
+            if m > batch:
+                raise BadInput(f"negatives_size: groups of {m} images are larger than batch_size {batch}")
+            if batch % m:
+                raise BadInput(f"negatives_size: batch_size {batch} does not split into groups of {m} images")
+        else:
+            most = (batch - 1) * self.views
+            if m < 1:
+                raise BadInput(f"negatives_size: subsample needs at least 1 negative per anchor, got {m}")
+            if m > most:
+                raise BadInput(f"negatives_size: {m} negatives per anchor is more than any anchor of batch_size "
+                               f"{batch} with {self.views} views can have ({most})")
+
     def resolved(self) -> TrialConfig:
-        """Validate and set the hyperparameters the loss family does not use to None."""
+        """Validate and set the hyperparameters the loss family (or negatives budget) does not use to None."""
         self.validate()
         unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",)}
-        return dataclasses.replace(self, **{k: None for k in unused.get(self.loss, ())})
+        changes = {k: None for k in unused.get(self.loss, ())}
+        if self.loss == "ce":
+            changes["negatives"] = "all"
+        if self.loss == "ce" or self.negatives == "all":
+            changes["negatives_size"] = None
+        return dataclasses.replace(self, **changes)
 
     def seeds(self) -> Seeds:
         """The effective (subset, init, order) seeds: each one that is None is ``seed``."""
