@@ -4,7 +4,8 @@ Two real processes (``torch.multiprocessing`` + gloo on the CPU, no Ray), float6
 backbone (timm's test_vit) with dropout off. The reference is independent of the distributed code:
 ``plain_step`` on the whole global batch in this process. Every loss family, plain and
 gradient-cached (each worker chunks its own share), must give the same loss and the same parameter
-gradients (relative 1e-6; in float64 they agree to ~1e-15). Also checked in the workers: a
+gradients (relative 1e-6; in float64 they agree to ~1e-15); so must the negatives budgets, whose
+groups and subsample mask are computed on the gathered global batch. Also checked in the workers: a
 DDP-wrapped model with the same gather (DDP's averaging is the scaling the gather assumes), two
 AdamW steps of ``train_one_epoch`` (parameters after the steps) and the sharded ``evaluate``.
 
@@ -26,6 +27,7 @@ from tune_schane.config import TrialConfig
 from tune_schane.distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, average_gradients
 from tune_schane.errors import BadInput
 from tune_schane.gradcache import cached_step, plain_step
+from tune_schane.losses import build_loss
 from tune_schane.optim import build_scheduler
 from tune_schane.train import evaluate, train_one_epoch
 
@@ -33,6 +35,20 @@ WORLD = 2
 IMAGES, VIEWS, IMG = 8, 2, 16  # 8 images per global batch, 4 per worker
 CHUNKS = (None, 1)  # plain, and gradient-cached one image (two rows) at a time
 NULL = contextlib.nullcontext
+BUDGETS = {  # negatives budgets of the global batch: 8 images in 2 groups of 4 (not the workers' shares); 3 negatives
+    "schane-group": {"negatives": "group", "negatives_size": 4},
+    "clce-subsample": {"negatives": "subsample", "negatives_size": 3, "seed": 3},
+}
+
+
+def budget_loss(key: str, replica: Replica | None = None):
+    """The budget's loss at step 5 (set through the data-parallel wrapper when there is one, as the loop does)."""
+    family = key.split("-")[0]
+    loss_fn = build_loss(family, 0.1, 1.0, 0.5 if family == "clce" else None, views=VIEWS, **BUDGETS[key])
+    if replica is not None:
+        loss_fn = GlobalBatchLoss(loss_fn, replica)
+    loss_fn.set_step(5)
+    return loss_fn
 
 
 def model64():
@@ -97,6 +113,13 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
             loss, total = step(model, _share(x, rank), _share(y, rank), loss_fn, chunk)
             average_gradients(model, replica)
             results[key, chunk] = (loss, total, grads(model))
+    for key in BUDGETS:
+        for chunk in CHUNKS:
+            model = model64()
+            loss_fn = budget_loss(key, replica)
+            loss, total = step(model, _share(x, rank), _share(y, rank), loss_fn, chunk)
+            average_gradients(model, replica)
+            results[key, chunk] = (loss, total, grads(model))
     # DDP's own averaging with the same gather (clce: every parameter gets a gradient).
     ddp = torch.nn.parallel.DistributedDataParallel(model64())
     loss_fn = GlobalBatchLoss(make_loss("clce"), replica)
@@ -146,6 +169,21 @@ def test_two_workers_equal_one_process_on_the_global_batch(worker_results, key, 
     assert_close_grads(got, grads(model))
     if key == "ce":  # the projection head has no gradient in a CE trial, as in one process
         assert got["projector.0.weight"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["plain", "cached"])
+@pytest.mark.parametrize("key", list(BUDGETS))
+def test_negatives_budgets_are_drawn_on_the_global_batch(worker_results, key, chunk):
+    x, y = global_batch()
+    groups = build_loss("schane", 0.1, 1.0, None, views=VIEWS, **BUDGETS["schane-group"]).contrastive.negatives
+    shares = torch.arange(IMAGES * VIEWS) // (IMAGES * VIEWS // WORLD)
+    assert not torch.equal(groups.pairs(y)[0], shares[:, None] == shares[None, :])  # so a per-share plan would fail
+    model = model64()
+    want_loss, want_total = step(model, x, y, budget_loss(key), None)
+    loss, total, got = worker_results[key, chunk]
+    assert loss == pytest.approx(want_loss, rel=1e-6) and total == pytest.approx(want_total, rel=1e-6)
+    assert_close_grads(got, grads(model))
 
 
 @pytest.mark.slow

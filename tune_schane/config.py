@@ -21,6 +21,13 @@ supcon_ce set    None    set    (β = 0: CLCE without hardness weights, SupCon +
 
 ``supcon_ce`` is the ablation arm of CLCE: the same blend with every hardness weight 1, so a gain of
 CLCE over it is attributable to hard-negative weighting and a gain of it over CE to the contrastive term.
+
+The negatives budget (``negatives``, ``negatives_size`` = m; :mod:`tune_schane.losses.negatives`)
+bounds what each anchor's contrastive term sees, apart from the batch: ``all`` (every pair, the
+default), ``group`` (class-balanced groups of m images; m divides batch_size, 2 <= m <= batch_size)
+or ``subsample`` (m random negatives per anchor, 1 <= m <= (batch_size - 1)·views, the most any
+anchor can have). ``negatives_size`` resolves to None under ``all``; ``ce`` has no contrastive term,
+so it resolves to ``all``/None whatever was set.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from .errors import BadInput
 from .outcomes import TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce", "supcon_ce")
+NEGATIVES = ("all", "group", "subsample")  # negatives budgets (tune_schane/losses/negatives.py); here: torch-free
 LR_RULES = ("none", "linear", "sqrt")
 BUDGET_UNITS = ("epochs", "steps", "samples")
 OPTIMIZERS = ("adamw", "sgd")
@@ -76,6 +84,8 @@ class TrialConfig:
     beta: float | None = 1.0  # hard-negative concentration β ≥ 0 (schane, clce)
     lam: float | None = 0.5  # CE/contrastive blend λ ∈ [0, 1] (clce, supcon_ce)
     detach_weights: bool = False  # stop gradients through the hardness weights
+    negatives: str = "all"  # all | group | subsample: the pairs each anchor contrasts (module docstring)
+    negatives_size: int | None = None  # m: images per group (group) or negatives per anchor (subsample)
     # --- optimisation ----------------------------------------------------------------------
     epochs: int = 5  # passes over the training images; with a step/sample budget, the number of reports (evaluations)
     # the embedded default (test_vit on digits) reaches 85-91 % val top-1 for ce/clce in 5 epochs
@@ -140,6 +150,7 @@ class TrialConfig:
             raise BadInput(f"beta: must be >= 0 for loss {self.loss!r}, got {self.beta}")
         if self.loss in ("clce", "supcon_ce") and (self.lam is None or not 0.0 <= self.lam <= 1.0):
             raise BadInput(f"lam: must be in [0, 1] for loss {self.loss!r}, got {self.lam}")
+        self._validate_negatives()
         positive_ints = ("epochs", "batch_size", "lr_ref_batch", "proj_dim", "views", "workers")
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -170,12 +181,40 @@ class TrialConfig:
             raise BadInput("data_root: the imagefolder dataset needs data_root")
         return self
 
+    def _validate_negatives(self) -> None:
+        if self.negatives not in NEGATIVES:
+            raise BadInput(f"negatives: {self.negatives!r} is not one of {', '.join(NEGATIVES)}")
+        if self.loss == "ce" or self.negatives == "all":
+            return  # negatives_size unused (resolved to None)
+        m, batch = self.negatives_size, self.batch_size
+        if m is None:
+            raise BadInput(f"negatives_size: negatives={self.negatives!r} needs negatives_size (m)")
+        if self.negatives == "group":
+            if m < 2:
+                raise BadInput(f"negatives_size: a group needs at least 2 images, got {m}")
+            if m > batch:
+                raise BadInput(f"negatives_size: groups of {m} images are larger than batch_size {batch}")
+            if batch % m:
+                raise BadInput(f"negatives_size: batch_size {batch} does not split into groups of {m} images")
+        else:
+            most = (batch - 1) * self.views
+            if m < 1:
+                raise BadInput(f"negatives_size: subsample needs at least 1 negative per anchor, got {m}")
+            if m > most:
+                raise BadInput(f"negatives_size: {m} negatives per anchor is more than any anchor of batch_size "
+                               f"{batch} with {self.views} views can have ({most})")
+
     def resolved(self) -> TrialConfig:
-        """Validate and set the hyperparameters the loss family does not use to None."""
+        """Validate and set the hyperparameters the loss family (or negatives budget) does not use to None."""
         self.validate()
         unused = {"ce": ("tau", "beta", "lam"), "supcon": ("beta", "lam"), "schane": ("lam",),
                   "supcon_ce": ("beta",)}
-        return dataclasses.replace(self, **{k: None for k in unused.get(self.loss, ())})
+        changes = {k: None for k in unused.get(self.loss, ())}
+        if self.loss == "ce":
+            changes["negatives"] = "all"
+        if self.loss == "ce" or self.negatives == "all":
+            changes["negatives_size"] = None
+        return dataclasses.replace(self, **changes)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps of the whole run, given the steps of one pass over the training images."""

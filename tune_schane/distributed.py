@@ -38,6 +38,10 @@ Exactness needs the same computation on every worker: dropout and drop-path draw
 share with its own statistics** (like the gradient cache's chunks; ``torch.nn.SyncBatchNorm`` would
 synchronise them). LayerNorm backbones (ViTs) with dropout off are exact; the tests check it.
 
+A negatives budget (:mod:`tune_schane.losses.negatives`) works on the gathered global batch: its
+``group`` assignment is a function of the global labels and its ``subsample`` mask is drawn from a
+generator seeded by (order seed, step), so every worker computes the same pairs.
+
 The loss itself is computed in full (``N × N``) on every worker: ``O(N²·D)``, small next to the
 backbone (8192 rows × 128 dimensions ≈ 17 GFLOP), and it keeps one loss implementation.
 """
@@ -122,6 +126,10 @@ class GlobalBatchLoss(nn.Module):
         else:
             all_embeddings = gather_rows(embeddings, self.replica)
         return self.inner(all_logits, all_embeddings, all_labels)
+
+    def set_step(self, step: int) -> None:
+        """Forwarded to the wrapped loss; every worker sets the same step, so ``subsample`` draws one mask."""
+        self.inner.set_step(step)
 
     def classifier_ce(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The λ = 1 classifier's CE on the global batch (see :meth:`CLCELoss.classifier_ce`)."""

@@ -71,6 +71,7 @@ def train_one_epoch(
     amp: bool = False,
     chunk: int | None = None,
     replica: Replica | None = None,
+    first_step: int = 0,
 ) -> dict[str, float]:
     """Train one epoch on batches of ``(views [B, V, C, H, W], labels [B])``; return mean metrics.
 
@@ -84,6 +85,9 @@ def train_one_epoch(
     worker's share of each global batch, ``loss_fn`` is a :class:`~tune_schane.distributed.GlobalBatchLoss`
     and the gradients are averaged over the workers before the optimiser steps; the metrics are
     those of the global batch (the same on every worker).
+
+    ``first_step`` is the trial's step count before this epoch; the loss is told each step's number
+    (``loss_fn.set_step``), which seeds a ``subsample`` negatives budget's draw reproducibly.
     """
     model.train()
     classifier_only_ce = loss_fn.lam == 1.0
@@ -98,6 +102,7 @@ def train_one_epoch(
         x = views.to(device, non_blocking=True).flatten(0, 1)
         y = labels.to(device, non_blocking=True).repeat_interleave(n_views)
         optimizer.zero_grad(set_to_none=True)
+        loss_fn.set_step(first_step + steps)
         try:
             if chunk:
                 out, _ = cached_step(model, x, y, loss_fn, chunk_rows=chunk * n_views,

@@ -130,10 +130,16 @@ class Trial:
                                  drop_path_rate=cfg.drop_path_rate).to(self.device)
         if replica is not None:
             broadcast_state(self.model, replica)
-        local_loss = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+        # The negatives budget works on the global batch (GlobalBatchLoss gathers it first); `subsample`
+        # draws its mask from (order seed, step), the same on every worker and on a rerun.
+        local_loss = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights, negatives=cfg.negatives,
+                                negatives_size=cfg.negatives_size, views=cfg.views, seed=self.seeds.order)
         self.loss_fn = GlobalBatchLoss(local_loss, replica) if replica is not None else local_loss
         if cfg.contrastive_chunk is None and cfg.memory_budget_mb:
-            self.config = cfg = self._fit_memory_budget(cfg, img_size, local_loss)
+            # Probed with every pair: the probe batches need not split into groups; the budget adds a
+            # few N×N masks to the N×N matrices the loss builds anyway.
+            probe_loss = build_loss(cfg.loss, cfg.tau, cfg.beta, cfg.lam, cfg.detach_weights)
+            self.config = cfg = self._fit_memory_budget(cfg, img_size, probe_loss)
         self.lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_rule, cfg.lr_ref_batch)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, self.lr, cfg.weight_decay, cfg.layer_decay)
         self.steps_per_epoch = n_train // cfg.batch_size  # drop_last: every step sees a full batch
@@ -222,7 +228,8 @@ class Trial:
                 loader = _Take(stream, self.report_ends[epoch - 1] - done)
                 batches = wrap_batches(loader, epoch) if wrap_batches is not None else loader
                 train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler,
-                                        self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk, replica=self.replica)
+                                        self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk, replica=self.replica,
+                                        first_step=done)
                 val = evaluate(self.model, self.val_loader, self.device, amp=cfg.amp, replica=self.replica)
             except TrialStopped:
                 raise

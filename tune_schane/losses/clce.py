@@ -7,6 +7,10 @@ Choices: at ``λ = 0`` the contrastive part is not computed at all (plain CE fin
 temperature is then unused). At ``λ = 1`` CE has no weight in ``loss``; it is still reported so the
 training loop can train the classifier on detached features and accuracy stays measurable
 (DESIGN.md section 1); that is the loop's job, not the loss's.
+
+A negatives budget (:mod:`.negatives`) applies to the contrastive part only; CE always runs over
+every row of the batch. The loop tells the loss which step it is (:meth:`CLCELoss.set_step`) so that
+``subsample`` draws a fresh, reproducible mask each step.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional import check_inputs, compute_dtype
+from .negatives import NegativeBudget
 from .output import LossOutput
 from .schane import SCHaNeLoss
 
@@ -29,24 +34,31 @@ def check_lam(lam: float) -> float:
 
 
 class CLCELoss(nn.Module):
-    """``CLCELoss(temperature, beta, lam, detach_weights=False)``.
+    """``CLCELoss(temperature, beta, lam, detach_weights=False, negatives=None)``.
 
     Called as ``loss_fn(logits [N, C], embeddings [N, D], labels [N]) -> LossOutput``.
+    ``negatives``: a :class:`~.negatives.NegativeBudget` for the contrastive part (None: every pair).
     """
 
     def __init__(
-        self, temperature: float = 0.1, beta: float = 1.0, lam: float = 0.5, detach_weights: bool = False
+        self, temperature: float = 0.1, beta: float = 1.0, lam: float = 0.5, detach_weights: bool = False,
+        negatives: NegativeBudget | None = None,
     ) -> None:
         super().__init__()
         self.lam = check_lam(lam)
         self.ce = nn.CrossEntropyLoss()
         # At λ = 0 the contrastive term is never computed, so its hyperparameters are not needed.
         self.contrastive = (
-            SCHaNeLoss(temperature, beta, detach_weights) if self.lam > 0 else None
+            SCHaNeLoss(temperature, beta, detach_weights, negatives) if self.lam > 0 else None
         )
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}"
+
+    def set_step(self, step: int) -> None:
+        """The training step about to run (seeds a ``subsample`` budget's draw; nothing else uses it)."""
+        if self.contrastive is not None:
+            self.contrastive.negatives.set_step(step)
 
     def forward(self, logits: Tensor, embeddings: Tensor, labels: Tensor) -> LossOutput:
         check_inputs(embeddings, labels, logits)

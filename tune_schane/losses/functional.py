@@ -62,16 +62,15 @@ def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
     return total.clamp_min(torch.finfo(x.dtype).tiny).log() + row_max.squeeze(1)
 
 
-def hardness_log_weights(logits: Tensor, same: Tensor, beta: float) -> Tensor:
+def hardness_log_weights(logits: Tensor, neg: Tensor, beta: float) -> Tensor:
     """Per-anchor offset ``c_i`` of the HCL log-weights on negatives, ``[N]``.
 
     ``w_ik = |N(i)| · exp(β l_ik) / Σ_{k'∈N(i)} exp(β l_ik')``, so ``log w_ik = β l_ik + c_i`` with
     ``c_i = log|N(i)| − logsumexp_{k∈N(i)} β l_ik``. β scales the temperature-scaled logit (HCL's
-    convention) and the weights average to 1 over the anchor's actual negatives, so the loss
-    scale does not drift with β. ``same: [N, N]`` bool is the same-label mask (self included);
-    an anchor with no negative gets a finite, unused offset.
+    convention) and the weights average to 1 over the anchor's actual negatives (those it sees, under
+    a negatives budget), so the loss scale does not drift with β. ``neg: [N, N]`` bool marks each
+    anchor's negatives; an anchor with no negative gets a finite, unused offset.
     """
-    neg = ~same
     n_neg = neg.sum(dim=1).clamp_min(1).to(logits.dtype)
     return n_neg.log() - masked_logsumexp(beta * logits, neg)
 
@@ -82,6 +81,7 @@ def schane_per_anchor(
     temperature: float,
     beta: float = 0.0,
     detach_weights: bool = False,
+    keep: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-anchor SCHaNe loss (SupCon when ``beta == 0``).
 
@@ -92,22 +92,34 @@ def schane_per_anchor(
     ``l_ia + log w_ia`` (``log w = 0`` on positives, ``β l_ik + c_i`` on negatives): the log of the
     SCHaNe denominator. This is ``-1/|P| Σ_p log(exp(l_ip)/D_i)`` rearranged so that no ``[N, N]``
     log-probability and no positive mask is materialised (positives = same label minus self).
+
+    ``keep: [N, N]`` bool (a negatives budget, :mod:`.negatives`) restricts every anchor to the pairs
+    it may see: ``P(i)``, ``N(i)``, the hardness weights' normalisation and the reported counts then
+    run over kept pairs only (self is excluded whatever ``keep`` says). None: every pair.
     """
     dtype = compute_dtype(embeddings)
     z = F.normalize(embeddings.to(dtype), dim=1)
     logits = (z / temperature) @ z.T  # folding 1/τ into z saves a pass over [N, N]
     same = labels[:, None] == labels[None, :]  # self included
+    neg = ~same
+    if keep is not None:
+        same = same & keep
+        same.diagonal().fill_(True)  # self stays in `same` so that the subtractions below hold
+        neg = neg & keep
     n_same = same.sum(dim=1)
-    n_pos, n_neg = n_same - 1, labels.shape[0] - n_same
+    n_pos, n_neg = n_same - 1, neg.sum(dim=1)
     pos_sum = torch.where(same, logits, 0.0).sum(dim=1) - logits.diagonal()
     if beta > 0:
-        offset = hardness_log_weights(logits, same, beta)
+        offset = hardness_log_weights(logits, neg, beta)
         log_w = beta * logits + offset[:, None]
         weighted = logits + (log_w.detach() if detach_weights else log_w)
         den_logits = torch.where(same, logits, weighted)
     else:
         den_logits = logits.clone()
-    den_logits.diagonal().fill_(float("-inf"))  # A(i) excludes self; every row keeps N-1 >= 1 entries
+    if keep is not None:
+        den_logits = den_logits.masked_fill(~(same | neg), float("-inf"))
+    # A(i) excludes self; every row keeps at least one entry (N >= 2; a budget keeps a positive or a negative)
+    den_logits.diagonal().fill_(float("-inf"))
     log_den = torch.logsumexp(den_logits, dim=1)
     per_anchor = log_den - pos_sum / n_pos.clamp_min(1).to(dtype)
     return per_anchor, n_pos > 0, n_pos, n_neg
@@ -117,3 +129,16 @@ def mean_over_valid(per_anchor: Tensor, valid: Tensor) -> Tensor:
     """Mean over valid anchors; 0 (still attached to the graph) when there is none. No host sync."""
     count = valid.sum().clamp_min(1).to(per_anchor.dtype)
     return torch.where(valid, per_anchor, 0.0).sum() / count
+
+
+def mean_over_groups(per_anchor: Tensor, valid: Tensor, members: Tensor) -> Tensor:
+    """Mean over groups of each group's mean over its valid anchors; ``members: [G, N]`` bool.
+
+    A group without a valid anchor is left out, as such anchors are; 0 (still attached to the graph)
+    when no group has one. With a single group this is :func:`mean_over_valid`. No host sync.
+    """
+    member = members & valid
+    count = member.sum(dim=1)
+    group_loss = torch.where(member, per_anchor, 0.0).sum(dim=1) / count.clamp_min(1).to(per_anchor.dtype)
+    has = count > 0
+    return torch.where(has, group_loss, 0.0).sum() / has.sum().clamp_min(1).to(per_anchor.dtype)

@@ -11,6 +11,11 @@ arXiv:2010.04592). The paper publishes no code; the choices below are ours (DESI
 - anchors with no positive are left out of the mean; a batch with none gives a zero loss that
   still back-propagates (zero gradients, never NaN);
 - no ``τ/base_τ`` rescaling; computed in float32 or wider, autocast off, in log space.
+
+A negatives budget (:class:`~.negatives.NegativeBudget`: ``group`` or ``subsample``) restricts the
+pairs each anchor sees; the formula is unchanged over the kept pairs (weights normalised over the
+kept negatives), and with ``group`` the loss is the mean over groups of each group's mean. The
+default (``all``) is the loss above, computed exactly as without a budget.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .functional import check_inputs, mean_over_valid, schane_per_anchor
+from .functional import check_inputs, mean_over_groups, mean_over_valid, schane_per_anchor
+from .negatives import NegativeBudget
 from .output import LossOutput
 
 
@@ -37,28 +43,37 @@ def check_beta(beta: float) -> float:
 
 
 class SCHaNeLoss(nn.Module):
-    """``SCHaNeLoss(temperature, beta, detach_weights=False)(embeddings [N, D], labels [N])``.
+    """``SCHaNeLoss(temperature, beta, detach_weights=False, negatives=None)(embeddings [N, D], labels [N])``.
 
     Embeddings need not be normalised. Returns a :class:`LossOutput` with ``loss`` (the mean over
-    anchors that have a positive), ``contrastive`` (the same value, detached) and anchor counts.
+    anchors that have a positive; with ``group``, over groups), ``contrastive`` (the same value,
+    detached) and anchor counts of the pairs the anchors actually saw. ``negatives``: a
+    :class:`~.negatives.NegativeBudget` (None: every pair).
     """
 
-    def __init__(self, temperature: float = 0.1, beta: float = 1.0, detach_weights: bool = False) -> None:
+    def __init__(self, temperature: float = 0.1, beta: float = 1.0, detach_weights: bool = False,
+                 negatives: NegativeBudget | None = None) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.beta = check_beta(beta)
         self.detach_weights = bool(detach_weights)
+        self.negatives = negatives if negatives is not None else NegativeBudget()
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, beta={self.beta}, detach_weights={self.detach_weights}"
+        return (f"temperature={self.temperature}, beta={self.beta}, detach_weights={self.detach_weights}, "
+                f"negatives={self.negatives}")
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> LossOutput:
         check_inputs(embeddings, labels)
+        keep, members = self.negatives.pairs(labels)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             per_anchor, valid, n_pos, n_neg = schane_per_anchor(
-                embeddings, labels, self.temperature, self.beta, self.detach_weights
+                embeddings, labels, self.temperature, self.beta, self.detach_weights, keep
             )
-            loss = mean_over_valid(per_anchor, valid)
+            if members is None:
+                loss = mean_over_valid(per_anchor, valid)
+            else:
+                loss = mean_over_groups(per_anchor, valid, members)
         return LossOutput(
             loss=loss,
             contrastive=loss.detach(),

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .negatives import NegativeBudget
 from .schane import SCHaNeLoss
 
 
 class SupConLoss(nn.Module):
-    """``SupConLoss(temperature)(embeddings [N, D], labels [N]) -> LossOutput``.
+    """``SupConLoss(temperature, negatives=None)(embeddings [N, D], labels [N]) -> LossOutput``.
 
     SupCon is SCHaNe with β = 0 (all hardness weights exactly 1); this module holds a SCHaNe loss
-    at β = 0 rather than repeating the formula.
+    at β = 0 rather than repeating the formula (``negatives``: a negatives budget, as for SCHaNe).
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, negatives: NegativeBudget | None = None) -> None:
         super().__init__()
-        self.schane = SCHaNeLoss(temperature, beta=0.0)
+        self.schane = SCHaNeLoss(temperature, beta=0.0, negatives=negatives)
         self.temperature = self.schane.temperature
 
     def forward(self, embeddings: Tensor, labels: Tensor):
