@@ -70,11 +70,19 @@ def test_every_shipped_space_loads_and_makes_valid_trial_configs():
 
 
 def test_shipped_space_shapes():
-    default = load_space(default_space_path())
-    assert len(default.cells()) == 12 and default.cells()[0] == {"loss": "ce", "batch_size": 16}  # one TPE each
-    assert default.fixed["model"] == "test_vit" and default.fixed["num_threads"] == 1
-    assert default.grid["batch_size"] == [16, 32, 64]
-    assert default.resources_for(64) == {"cpu": 1.0, "gpu": 0.0}
+    default = load_space(default_space_path())  # the real regime: pretrained, few-shot Fashion-MNIST, confirmed
+    assert len(default.cells()) == 8 and default.cells()[0] == {"loss": "ce", "batch_size": 16}  # one TPE each
+    assert default.fixed["model"] == "mobilenetv2_100" and default.fixed["pretrained"] is True
+    assert default.fixed["dataset"] == "fashion_mnist" and default.fixed["num_threads"] == 1
+    assert default.budget == {"unit": "steps", "value": 36, "reports": 3} and default.confirm["seeds"] == 3
+    toy = load_space(default_space_path().with_name("digits.yaml"))
+    assert len(toy.cells()) == 12 and toy.fixed["model"] == "test_vit" and toy.grid["batch_size"] == [16, 32, 64]
+    assert toy.resources_for(64) == {"cpu": 1.0, "gpu": 0.0}
+    negatives = load_space(default_space_path().with_name("study_negatives.yaml"))
+    batch = load_space(default_space_path().with_name("study_batch.yaml"))
+    assert len(negatives.cells()) == 12 and len(batch.cells()) == 15
+    assert negatives.fixed["batch_size"] == 64 and negatives.fixed["negatives"] == "group"
+    assert negatives.budget == batch.budget == {"unit": "steps", "value": 48, "reports": 4}
     ablation = load_space(default_space_path().with_name("batch_size_ablation.yaml"))
     assert len(ablation.cells()) == 16 and ablation.repeats == 2 and ablation.num_samples == 3
     assert ablation.cells()[0] == {"batch_size": 16, "loss": "ce"}

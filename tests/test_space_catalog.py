@@ -12,7 +12,8 @@ from tune_schane.space import load_space
 from tune_schane.space_catalog import SPACES_DIR, catalog, default_space_path, one_line, resolve_space
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"default", "batch_size_ablation", "fewshot_fashion", "vit_cifar100_gpu", "vit_cifar100_large_batch_gpu"}
+SHIPPED = {"default", "digits", "batch_size_ablation", "study_batch", "study_negatives", "vit_cifar100_gpu",
+           "vit_cifar100_large_batch_gpu"}
 
 
 def test_spaces_are_package_data_and_the_repository_path_still_works():

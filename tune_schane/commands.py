@@ -100,6 +100,24 @@ def _start_ray(args: argparse.Namespace, space) -> None:
     space.check_cluster(float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0)))
 
 
+def check_local_data(space) -> None:
+    """Refuse, before Ray starts, a space on Debian's Fashion-MNIST when its files are not installed.
+
+    The default sweep is such a space, so the line names the install and the toy space that needs nothing.
+    """
+    from .data import fashion_mnist
+
+    datasets = {space.fixed.get("dataset"), *space.grid.get("dataset", [])}
+    if "fashion_mnist" not in datasets or space.fixed.get("data_root"):
+        return
+    root = Path(fashion_mnist.DEFAULT_ROOT)
+    missing = [name for name in fashion_mnist.FILES["train"] if not (root / name).is_file()]
+    if missing:
+        raise BadInput(f"space {space.name}: Fashion-MNIST is not installed ({root / missing[0]} is missing); "
+                       f"{fashion_mnist.INSTALL_HINT} (or `make data`), or run the toy space that needs no "
+                       "dataset: `tune-schane sweep digits`")
+
+
 def sweep_command(args: argparse.Namespace) -> int:
     from .compaction import compact_finished_sweep
     from .space import load_space
@@ -118,6 +136,8 @@ def sweep_command(args: argparse.Namespace) -> int:
     storage = storage_uri(args.storage or "runs/ray")
     if args.resume and not _experiment_exists(storage, sweep_id):
         raise BadInput(f"--resume: no sweep {sweep_id!r} under {storage}")
+    if not getattr(args, "address", None):  # on a cluster the nodes hold the data, not necessarily this machine
+        check_local_data(space)
     _check_local_cluster(args, space)
     from .tracking import check_trackers, tracker_lines
 
