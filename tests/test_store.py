@@ -17,7 +17,7 @@ import pytest
 from tune_schane.config import TrialConfig, field_types
 from tune_schane.errors import BadInput
 from tune_schane.store import SCHEMA_VERSION, TRIAL_STATUSES, TrialStore, check_name
-from tune_schane.store_schema import EPOCH_METRICS, trials_schema
+from tune_schane.store_schema import ADDED_COLUMNS, EPOCH_METRICS, trials_schema
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -242,6 +242,17 @@ def test_config_field_added_later_reads_as_null(tmp_path):
     pq.write_table(old, tmp_path / "trials" / "part-old.parquet")
     df = store.load_trials()
     assert pd.isna(df.loc[0, "config_layer_decay"]) and df.loc[0, "config_removed_field"] == 7
+
+
+def test_columns_added_later_read_as_null(tmp_path):
+    """Part files written before the stage and test columns still read, as trials/README.md promises."""
+    store = TrialStore(tmp_path)
+    path = store.write_trials([trial()])
+    old = pq.read_table(path).drop_columns(list(ADDED_COLUMNS["trials"]))
+    os.remove(path)
+    pq.write_table(old, tmp_path / "trials" / "part-old.parquet")
+    trials = store.load_trials()
+    assert pd.isna(trials.loc[0, "stage"]) and pd.isna(trials.loc[0, "test_top1"])
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "", "..", "a\x00b", "tab\there", "x" * 201])

@@ -48,6 +48,13 @@ TABLES = ("trials", "epochs")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
+# Columns added to a table after files of schema version 1 were written, without a version change: an older part
+# file lacks them and reads as null there (as it does a config_* column of a TrialConfig field added since).
+ADDED_COLUMNS = {
+    "trials": ("stage", "confirm_job", "val_from", "val_images", "test_top1", "test_top5", "test_loss",
+               "test_epoch", "test_images", "test_epoch_pick"),
+    "epochs": (),
+}
 JSON_COLUMNS = ("versions", "params", "extra_metrics")  # text columns that hold a JSON object
 KEY_COLUMNS = {"trials": ("sweep_id", "trial_id"), "epochs": ("sweep_id", "trial_id", "epoch")}
 NAME_MAX_LENGTH = 200
