@@ -113,7 +113,8 @@ def test_files_readable_with_plain_pyarrow_and_pandas(tmp_path):
         "versions": pa.string(), "commit": pa.string(), "params": pa.string(),
         "written_at": pa.timestamp("us", tz="UTC"),
         "stage": pa.string(), "confirm_job": pa.string(), "val_from": pa.string(), "val_images": pa.int64(),
-        "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_epoch": pa.int64(),
+        "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_e2e_top1": pa.float64(),
+        "test_epoch": pa.int64(),
         "test_images": pa.int64(), "test_epoch_pick": pa.string(),
     }  # fmt: skip
     for name, dtype in documented.items():
@@ -245,14 +246,19 @@ def test_config_field_added_later_reads_as_null(tmp_path):
 
 
 def test_columns_added_later_read_as_null(tmp_path):
-    """Part files written before the stage and test columns still read, as trials/README.md promises."""
+    """Part files written before the stage/test columns or the protocols' e2e_*, eval_seconds, test_e2e_top1 read."""
     store = TrialStore(tmp_path)
-    path = store.write_trials([trial()])
-    old = pq.read_table(path).drop_columns(list(ADDED_COLUMNS["trials"]))
-    os.remove(path)
-    pq.write_table(old, tmp_path / "trials" / "part-old.parquet")
-    trials = store.load_trials()
-    assert pd.isna(trials.loc[0, "stage"]) and pd.isna(trials.loc[0, "test_top1"])
+    for table, path, added in (("trials", store.write_trials([trial()]), ADDED_COLUMNS["trials"]),
+                               ("epochs", store.write_epochs([epoch(val_top1=0.5)]), ADDED_COLUMNS["epochs"])):
+        old = pq.read_table(path).drop_columns(list(added))
+        os.remove(path)
+        pq.write_table(old, tmp_path / table / "part-old.parquet")
+    store.write_epochs([epoch(trial_id="t2", val_top1=0.7, e2e_top1=0.6, eval_seconds=1.5)])
+    trials, epochs = store.load_trials(), store.load_epochs().sort_values("trial_id")
+    assert pd.isna(trials.loc[0, "test_e2e_top1"]) and pd.isna(trials.loc[0, "stage"])
+    assert epochs["val_top1"].tolist() == [0.5, 0.7] and epochs["e2e_top1"].isna().tolist() == [True, False]
+    assert epochs["eval_seconds"].tolist()[1] == 1.5
+    assert {"e2e_top1", "e2e_top5", "e2e_loss", "eval_seconds"} <= set(ADDED_COLUMNS["epochs"]) <= set(EPOCH_METRICS)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "", "..", "a\x00b", "tab\there", "x" * 201])

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from .errors import BadInput
-from .outcomes import TEST_EPOCH_PICKS
+from .outcomes import EVAL_MODES, TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce")
 LR_RULES = ("none", "linear", "sqrt")
@@ -101,6 +101,14 @@ class TrialConfig:
     # --- evaluation on the sealed test split (the confirm stage; a search never sets these) ---------------
     score_test: bool = False  # after the last epoch, score once on the dataset's test split (tune-schane confirm)
     test_epoch: str = "final"  # final | best_val: the weights scored on test, the last epoch's or the best on val
+    # --- evaluation protocol after the last epoch (tune_schane/probe.py) -------------------------------------
+    eval_mode: str = "end_to_end"  # end_to_end (the trial's own classifier) | linear_probe | two_stage: the last
+    # epoch's val_* (and the test score) are the protocol's numbers, the classifier's kept as e2e_* (test_e2e_top1)
+    probe_epochs: int = 100  # linear_probe: full-batch L-BFGS iterations on the cached frozen features (sklearn's
+    # LogisticRegression default max_iter); each is at least one pass over the train features
+    probe_lr: float = 1.0  # linear_probe: L-BFGS step length (the quasi-Newton step; a strong-Wolfe search adapts it)
+    stage2_epochs: int = 5  # two_stage: epochs of plain CE fine-tuning of the whole network after the trial's epochs
+    stage2_lr: float | None = None  # two_stage: lr at lr_ref_batch, scaled by lr_rule like lr; None = the trial's lr
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
@@ -109,6 +117,7 @@ class TrialConfig:
             raise BadInput(f"loss: unknown loss family {self.loss!r} (expected one of {LOSS_FAMILIES})")
         if self.test_epoch not in TEST_EPOCH_PICKS:
             raise BadInput(f"test_epoch: {self.test_epoch!r} is not one of {', '.join(TEST_EPOCH_PICKS)}")
+        self._validate_eval_mode()
         if self.lr_rule not in LR_RULES:
             raise BadInput(f"lr_rule: {self.lr_rule!r} is not one of {', '.join(LR_RULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -148,6 +157,25 @@ class TrialConfig:
         if self.dataset == "imagefolder" and not self.data_root:
             raise BadInput("data_root: the imagefolder dataset needs data_root")
         return self
+
+    def _validate_eval_mode(self) -> None:
+        if self.eval_mode not in EVAL_MODES:
+            raise BadInput(f"eval_mode: {self.eval_mode!r} is not one of {', '.join(EVAL_MODES)}")
+        for name in ("probe_epochs", "stage2_epochs"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("probe_lr", "stage2_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise BadInput(f"{name}: must be a finite number > 0, got {value}")
+        if self.eval_mode == "end_to_end":
+            return
+        if self.test_epoch != "final":
+            raise BadInput(f"test_epoch: {self.test_epoch} picks weights by the end-to-end classifier's val score; "
+                           f"eval_mode {self.eval_mode} evaluates the final weights only (use test_epoch: final)")
+        if self.workers > 1:
+            raise BadInput(f"eval_mode: {self.eval_mode} runs in one process; set workers=1 "
+                           f"(or eval_mode: end_to_end for a data-parallel trial)")
 
     def resolved(self) -> TrialConfig:
         """Validate and set the hyperparameters the loss family does not use to None."""
