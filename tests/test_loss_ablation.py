@@ -32,3 +32,10 @@ def test_supcon_ce_carries_tau_and_lam_but_no_beta():
     assert (cfg.effective_beta, cfg.effective_lam) == (0.0, 0.4)
     with pytest.raises(BadInput, match="lam: must be in \\[0, 1\\] for loss 'supcon_ce'"):
         TrialConfig(loss="supcon_ce", lam=None).validate()
+
+
+@pytest.mark.parametrize(("loss", "mode"), [("ce", "end_to_end"), ("clce", "end_to_end"),
+                                            ("supcon_ce", "end_to_end"), ("supcon", "linear_probe"),
+                                            ("schane", "linear_probe")])
+def test_eval_mode_auto_probes_the_lambda_one_families(loss, mode):
+    assert TrialConfig(loss=loss, eval_mode="auto").resolved().eval_mode == mode

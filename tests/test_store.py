@@ -17,7 +17,7 @@ import pytest
 from tune_schane.config import TrialConfig, field_types
 from tune_schane.errors import BadInput
 from tune_schane.store import SCHEMA_VERSION, TRIAL_STATUSES, TrialStore, check_name
-from tune_schane.store_schema import EPOCH_METRICS, trials_schema
+from tune_schane.store_schema import ADDED_COLUMNS, EPOCH_METRICS, trials_schema
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -113,8 +113,8 @@ def test_files_readable_with_plain_pyarrow_and_pandas(tmp_path):
         "versions": pa.string(), "commit": pa.string(), "params": pa.string(),
         "written_at": pa.timestamp("us", tz="UTC"),
         "stage": pa.string(), "confirm_job": pa.string(), "val_from": pa.string(), "val_images": pa.int64(),
-        "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_epoch": pa.int64(),
-        "test_images": pa.int64(), "test_epoch_pick": pa.string(), "steps_run": pa.int64(),
+        "test_top1": pa.float64(), "test_top5": pa.float64(), "test_loss": pa.float64(), "test_e2e_top1": pa.float64(),
+        "test_epoch": pa.int64(), "test_images": pa.int64(), "test_epoch_pick": pa.string(), "steps_run": pa.int64(),
         "samples_seen": pa.int64(),
     }  # fmt: skip
     for name, dtype in documented.items():
@@ -243,6 +243,22 @@ def test_config_field_added_later_reads_as_null(tmp_path):
     pq.write_table(old, tmp_path / "trials" / "part-old.parquet")
     df = store.load_trials()
     assert pd.isna(df.loc[0, "config_layer_decay"]) and df.loc[0, "config_removed_field"] == 7
+
+
+def test_columns_added_later_read_as_null(tmp_path):
+    """Part files written before the stage/test columns or the protocols' e2e_*, eval_seconds, test_e2e_top1 read."""
+    store = TrialStore(tmp_path)
+    for table, path, added in (("trials", store.write_trials([trial()]), ADDED_COLUMNS["trials"]),
+                               ("epochs", store.write_epochs([epoch(val_top1=0.5)]), ADDED_COLUMNS["epochs"])):
+        old = pq.read_table(path).drop_columns(list(added))
+        os.remove(path)
+        pq.write_table(old, tmp_path / table / "part-old.parquet")
+    store.write_epochs([epoch(trial_id="t2", val_top1=0.7, e2e_top1=0.6, eval_seconds=1.5)])
+    trials, epochs = store.load_trials(), store.load_epochs().sort_values("trial_id")
+    assert pd.isna(trials.loc[0, "test_e2e_top1"]) and pd.isna(trials.loc[0, "stage"])
+    assert epochs["val_top1"].tolist() == [0.5, 0.7] and epochs["e2e_top1"].isna().tolist() == [True, False]
+    assert epochs["eval_seconds"].tolist()[1] == 1.5
+    assert {"e2e_top1", "e2e_top5", "e2e_loss", "eval_seconds"} <= set(ADDED_COLUMNS["epochs"]) <= set(EPOCH_METRICS)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", ".hidden", "", "..", "a\x00b", "tab\there", "x" * 201])

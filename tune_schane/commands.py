@@ -19,10 +19,13 @@ def progress_line(metrics: dict, epochs: int) -> str:
         value = metrics.get(key, math.nan)
         return "-" if not math.isfinite(value) else format(value, spec)
 
+    protocol = ""  # the last epoch of an eval_mode protocol: val_* are the protocol's, e2e_top1 the classifier's
+    if metrics.get("eval_seconds", 0.0) > 0:
+        protocol = f"  (protocol {fmt('eval_seconds', '.1f')} s; end-to-end val_top1 {fmt('e2e_top1', '.2f')})"
     return (f"epoch {int(metrics['epoch'])}/{epochs}  val_top1 {fmt('val_top1', '.2f')}  "
             f"top5 {fmt('val_top5', '.2f')}  loss {fmt('train_loss')} (ce {fmt('train_ce')}, "
             f"con {fmt('train_contrastive')})  {fmt('images_per_s', '.0f')} img/s  "
-            f"{fmt('epoch_seconds', '.1f')} s")
+            f"{fmt('epoch_seconds', '.1f')} s" + protocol)
 
 
 def open_store(uri: str):

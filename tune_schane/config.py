@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from .errors import BadInput
-from .outcomes import TEST_EPOCH_PICKS
+from .outcomes import EVAL_MODES, TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce", "supcon_ce")
 NEGATIVES = ("all", "group", "subsample")  # negatives budgets (tune_schane/losses/negatives.py); here: torch-free
@@ -121,6 +121,15 @@ class TrialConfig:
     # --- evaluation on the sealed test split (the confirm stage; a search never sets these) ---------------
     score_test: bool = False  # after the last epoch, score once on the dataset's test split (tune-schane confirm)
     test_epoch: str = "final"  # final | best_val: the weights scored on test, the last epoch's or the best on val
+    # --- evaluation protocol after the last epoch (tune_schane/probe.py) -------------------------------------
+    eval_mode: str = "end_to_end"  # end_to_end (the trial's own classifier) | linear_probe | two_stage | auto (the
+    # probe for supcon/schane, end_to_end otherwise; resolved to one of the three): the last
+    # epoch's val_* (and the test score) are the protocol's numbers, the classifier's kept as e2e_* (test_e2e_top1)
+    probe_epochs: int = 100  # linear_probe: full-batch L-BFGS iterations on the cached frozen features (sklearn's
+    # LogisticRegression default max_iter); each is at least one pass over the train features
+    probe_lr: float = 1.0  # linear_probe: L-BFGS step length (the quasi-Newton step; a strong-Wolfe search adapts it)
+    stage2_epochs: int = 5  # two_stage: epochs of plain CE fine-tuning of the whole network after the trial's epochs
+    stage2_lr: float | None = None  # two_stage: lr at lr_ref_batch, scaled by lr_rule like lr; None = the trial's lr
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> TrialConfig:
@@ -140,6 +149,7 @@ class TrialConfig:
             if steps < self.epochs:
                 raise BadInput(f"budget: {self.budget} {self.budget_unit} is {steps} optimiser steps at batch "
                                f"{self.batch_size}, fewer than the {self.epochs} reports (epochs)")
+        self._validate_eval_mode()
         if self.lr_rule not in LR_RULES:
             raise BadInput(f"lr_rule: {self.lr_rule!r} is not one of {', '.join(LR_RULES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -203,6 +213,24 @@ class TrialConfig:
             if m > most:
                 raise BadInput(f"negatives_size: {m} negatives per anchor is more than any anchor of batch_size "
                                f"{batch} with {self.views} views can have ({most})")
+    def _validate_eval_mode(self) -> None:
+        if self.eval_mode not in (*EVAL_MODES, "auto"):
+            raise BadInput(f"eval_mode: {self.eval_mode!r} is not one of {', '.join(EVAL_MODES)}, auto")
+        for name in ("probe_epochs", "stage2_epochs"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("probe_lr", "stage2_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise BadInput(f"{name}: must be a finite number > 0, got {value}")
+        if self.concrete_eval_mode == "end_to_end":
+            return
+        if self.test_epoch != "final":
+            raise BadInput(f"test_epoch: {self.test_epoch} picks weights by the end-to-end classifier's val score; "
+                           f"eval_mode {self.eval_mode} evaluates the final weights only (use test_epoch: final)")
+        if self.workers > 1:
+            raise BadInput(f"eval_mode: {self.eval_mode} runs in one process; set workers=1 "
+                           f"(or eval_mode: end_to_end for a data-parallel trial)")
 
     def resolved(self) -> TrialConfig:
         """Validate and set the hyperparameters the loss family (or negatives budget) does not use to None."""
@@ -214,7 +242,16 @@ class TrialConfig:
             changes["negatives"] = "all"
         if self.loss == "ce" or self.negatives == "all":
             changes["negatives_size"] = None
+        changes["eval_mode"] = self.concrete_eval_mode
         return dataclasses.replace(self, **changes)
+
+    @property
+    def concrete_eval_mode(self) -> str:
+        """``auto``: a linear probe where the classifier never shaped the encoder (λ = 1: supcon, schane, as their
+        papers evaluate them), the trial's own classifier otherwise; any other mode as given."""
+        if self.eval_mode != "auto":
+            return self.eval_mode
+        return "linear_probe" if self.loss in ("supcon", "schane") else "end_to_end"
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps of the whole run, given the steps of one pass over the training images."""

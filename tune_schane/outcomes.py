@@ -10,9 +10,14 @@ OBJECTIVE = "val_top1"  # the default objective: validation top-1 accuracy
 EPOCH_METRICS = (
     "val_top1", "val_top5", "val_loss", "train_loss", "train_ce", "train_contrastive",
     "pos_per_anchor", "neg_per_anchor", "valid_anchors", "images_per_s", "peak_mem_mb",
-    "epoch_seconds", "lr",
+    "epoch_seconds", "lr", "e2e_top1", "e2e_top5", "e2e_loss", "eval_seconds",
     "steps", "samples", "data_epochs", "elapsed_seconds",  # cumulative at the report: updates, images, passes, wall
 )  # fmt: skip
+# With an evaluation protocol (EVAL_MODES) the last epoch's val_top1/top5/loss are the protocol's numbers; e2e_*
+# are always the trial's own classifier on val (equal to val_* in every other epoch and in every end_to_end trial);
+# eval_seconds is the protocol's cost (0 where none ran). tune_schane/probe.py describes the protocols.
+EVAL_MODES = ("end_to_end", "linear_probe", "two_stage")
+PROTOCOL_METRICS = ("val_top1", "val_top5", "val_loss")  # the metrics a protocol replaces at the last epoch
 METRIC_KEYS = ("epoch", *EPOCH_METRICS)  # every key of every epoch's report (Ray needs the same keys each time)
 TRIAL_STATUSES = ("completed", "pruned", "diverged", "oom", "error", "running")
 OBJECTIVE_MODES = ("max", "min")
@@ -21,7 +26,9 @@ OBJECTIVE_MODES = ("max", "min")
 # existed read as null (they are search or train rows, by their sweep id).
 STAGES = ("search", "confirm", "train")
 TEST_EPOCH_PICKS = ("final", "best_val")  # which epoch's weights a confirm trial scores on test
-TEST_METRICS = ("test_top1", "test_top5", "test_loss")  # a confirm trial's one score on the sealed test split
+# A confirm trial's one score on the sealed test split (by its eval_mode's protocol), and its end-to-end classifier's
+# top-1 on the same weights' test images beside it (equal to test_top1 for an end_to_end trial).
+TEST_METRICS = ("test_top1", "test_top5", "test_loss", "test_e2e_top1")
 
 # What a trial writes beside its checkpoint (tune_schane.trial.Trial.write_outputs), readable without torch;
 # tune_schane.records.read_outputs reads them back for the store, whoever ran the trial.

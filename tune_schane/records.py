@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .config import TrialConfig, field_types
-from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE, TEST_METRICS
+from .outcomes import (
+    CONFIG_FILE,
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    METRIC_KEYS,
+    OBJECTIVE,
+    PROTOCOL_METRICS,
+    TEST_METRICS,
+)
 from .provenance import git_commit, versions_json
 
 if TYPE_CHECKING:
@@ -49,6 +57,19 @@ def _last_count(history: Sequence[dict], key: str) -> int | None:
     """The last report's cumulative counter (``steps``, ``samples``), None when absent (an older trial)."""
     value = history[-1].get(key, math.nan) if history else math.nan
     return int(value) if value is not None and math.isfinite(value) else None
+
+
+def objective_of(history: Sequence[dict], metric: str, mode: str, config: TrialConfig) -> float:
+    """A trial's ``best_objective``: the best over its epochs, except for an eval_mode protocol's own numbers.
+
+    A ``linear_probe`` / ``two_stage`` trial reports the protocol's val_* at its last epoch only; its earlier
+    epochs' val_* are the end-to-end classifier's, another quantity. Once it has run all its epochs its
+    ``val_*`` objective is therefore the protocol's number (the last epoch's), so the confirm stage ranks what
+    the protocol reports; a trial stopped earlier has only end-to-end numbers, and its best is theirs.
+    """
+    if config.eval_mode != "end_to_end" and metric in PROTOCOL_METRICS and len(history) >= config.epochs:
+        return final_of(history, metric)
+    return best_of(history, metric, mode)
 
 
 def trial_row(
@@ -86,7 +107,7 @@ def trial_row(
         "config": config.to_dict(),
         "objective_name": objective,
         "objective_mode": mode,
-        "best_objective": best_of(history, objective, mode),
+        "best_objective": objective_of(history, objective, mode, config),
         "final_objective": final_of(history, objective),
         "epochs_run": len(history),
         "steps_run": _last_count(history, "steps"),

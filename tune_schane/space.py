@@ -304,8 +304,9 @@ def _check_configs(space: SearchSpace) -> None:
         condition = {name: values[0] for name, values in spec.when.items()}
         for value in _probe_values(spec):
             variants.append((f"params.{spec.name}", {**condition, spec.name: value}))
+    first_cell = {key: values[0] for key, values in space.grid.items() if values}  # a grid axis may complete fixed
     for where, variant in variants:
-        data = {**space.fixed, **variant, "epochs": space.max_epochs}
+        data = {**space.fixed, **first_cell, **variant, "epochs": space.max_epochs}
         try:
             TrialConfig.from_dict(data, source=where).validate()
         except BadInput as exc:

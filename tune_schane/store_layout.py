@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import BadInput
-from .store_schema import METADATA_TABLE_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
+from .store_schema import ADDED_COLUMNS, METADATA_TABLE_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
 
 _KEYED = re.compile(r"-s([0-9a-f]{16})\.parquet$")
 PARTITION_PREFIX = "sweep="
@@ -134,8 +134,8 @@ def _check_part(path: str, physical: pa.Schema, table: str, schema: pa.Schema) -
     for field in schema:
         index = physical.get_field_index(field.name)
         if index < 0:
-            if field.name.startswith("config_"):
-                continue  # a TrialConfig field added since: reads as null
+            if field.name.startswith("config_") or field.name in ADDED_COLUMNS.get(table, ()):
+                continue  # a TrialConfig field or a column added since: reads as null
             raise BadInput(f"{path}: column {field.name!r} is missing")
         found = physical.field(index).type
         if found != field.type and found != pa.null():

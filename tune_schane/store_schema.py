@@ -48,6 +48,13 @@ TABLES = ("trials", "epochs")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
+# Columns added to a table after files of schema version 1 were written, without a version change: an older part
+# file lacks them and reads as null there (as it does a config_* column of a TrialConfig field added since).
+ADDED_COLUMNS = {
+    "trials": ("stage", "confirm_job", "val_from", "val_images", "test_top1", "test_top5", "test_loss",
+               "test_e2e_top1", "test_epoch", "test_images", "test_epoch_pick"),
+    "epochs": ("e2e_top1", "e2e_top5", "e2e_loss", "eval_seconds"),
+}
 JSON_COLUMNS = ("versions", "params", "extra_metrics")  # text columns that hold a JSON object
 KEY_COLUMNS = {"trials": ("sweep_id", "trial_id"), "epochs": ("sweep_id", "trial_id", "epoch")}
 NAME_MAX_LENGTH = 200
@@ -84,7 +91,8 @@ def trials_schema() -> pa.Schema:
         pa.field("confirm_job", pa.string()),  # confirm rows: <cell>/<role><rank>/s<seed>, unique per sweep
         pa.field("val_from", pa.string()),  # where the val_* metrics' images came from (train_pool)
         pa.field("val_images", pa.int64()),
-        *(pa.field(name, pa.float64()) for name in TEST_METRICS),  # confirm rows: the one score on test
+        # confirm rows: the one score on test (by the eval_mode's protocol) and the end-to-end classifier's top-1
+        *(pa.field(name, pa.float64()) for name in TEST_METRICS),
         pa.field("test_epoch", pa.int64()),  # the epoch whose weights were scored on test
         pa.field("test_images", pa.int64()),
         pa.field("test_epoch_pick", pa.string()),  # final | best_val: how test_epoch was chosen

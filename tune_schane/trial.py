@@ -20,6 +20,10 @@ step budget, batch 16 and batch 64 take the same number of updates, so a batch-s
 measure the schedule's length (Shallue et al. 2019); each report stores its cumulative ``steps``,
 ``samples``, ``data_epochs`` and ``elapsed_seconds``.
 
+After the last epoch an evaluation protocol may run (``eval_mode``: ``linear_probe`` on the frozen encoder or
+LaCViT's ``two_stage`` CE fine-tuning, :mod:`tune_schane.probe`); that epoch's ``val_*`` are then the protocol's
+and ``e2e_*`` keep the trial's own classifier's (equal to ``val_*`` in every other epoch).
+
 The data a trial sees is the training pool minus a fixed validation set; the test split stays sealed
 (``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data.bundle`).
 
@@ -48,8 +52,9 @@ from .distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, broadcas
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
-from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE
-from .records import best_of, final_of
+from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE, PROTOCOL_METRICS
+from .probe import run_protocol
+from .records import final_of, objective_of
 from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -155,6 +160,7 @@ class Trial:
         self.test_result: dict[str, float] | None = None  # the one score on test (score_test), after the last epoch
         self.best_val: tuple[float, int, dict] | None = None  # (val_top1, epoch, weights) for test_epoch=best_val
         self.resume_rng: torch.Tensor | None = None  # torch's CPU RNG at the checkpoint (a report that ends mid-pass)
+        self.protocol: dict | None = None  # how the eval_mode's protocol ran (tune_schane.probe), after the last epoch
 
     def _eval_loader(self, dataset) -> DataLoader:
         """One deterministic pass over ``dataset``; a data-parallel worker scores its share."""
@@ -243,15 +249,55 @@ class Trial:
             metrics = {"epoch": epoch, **val, **train, "peak_mem_mb": peak_memory_mb(self.device),
                        "epoch_seconds": seconds, "lr": max(group["lr"] for group in self.optimizer.param_groups),
                        "steps": done, "samples": done * cfg.batch_size, "data_epochs": done / self.steps_per_epoch,
-                       "elapsed_seconds": elapsed}
+                       "elapsed_seconds": elapsed,
+                       "e2e_top1": val["val_top1"], "e2e_top5": val["val_top5"], "e2e_loss": val["val_loss"],
+                       "eval_seconds": 0.0}
             metrics = {key: float(metrics.get(key, math.nan)) for key in METRIC_KEYS}
+            if epoch == cfg.epochs and cfg.eval_mode != "end_to_end":
+                metrics = self._run_protocol(metrics)  # its val_* replace the epoch's; it scores test itself
             self.epoch = epoch
             self.history.append(metrics)
-            if cfg.score_test:
+            if cfg.score_test and cfg.eval_mode == "end_to_end":
                 self._keep_best_val(metrics)
                 if epoch == cfg.epochs:
-                    self.test_result = self._score_test()
+                    self.test_result = self._score_test(epoch)
             yield metrics
+
+    def _run_protocol(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The last epoch's metrics with the protocol's val numbers (``eval_mode``, :mod:`tune_schane.probe`).
+
+        The epoch's own classifier stays in ``e2e_*`` (and, with ``score_test``, ``test_e2e_top1``, scored
+        before two_stage changes the weights); ``eval_seconds`` is the protocol's cost. Runs once per trial:
+        a trial resumed after its last epoch has nothing left to run (its checkpoint holds the numbers).
+        """
+        cfg = self.config
+        e2e_test = self._score_test(cfg.epochs) if cfg.score_test else None
+        start = time.perf_counter()
+        loaders = {"val": self.val_loader, **({"test": self._eval_loader(self.data.test)} if cfg.score_test else {})}
+        try:
+            outcome = run_protocol(cfg, self.model, self.device, num_classes=self.data.num_classes,
+                                   probe_loader=self._eval_loader(self.data.train_eval),
+                                   stage2_loader=self._stage2_loader, eval_loaders=loaders,
+                                   steps_per_epoch=self.steps_per_epoch, seed=self.seeds.init)
+        except TrialStopped:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise TrialStopped("oom", f"out of memory in {cfg.eval_mode} at batch size {cfg.batch_size}: "
+                                          f"{exc}") from exc
+            raise
+        seconds = time.perf_counter() - start
+        self.protocol = {**outcome.info, "seconds": seconds}
+        if e2e_test is not None and outcome.test is not None:
+            self.test_result = {**e2e_test, "test_top1": outcome.test["val_top1"],
+                                "test_top5": outcome.test["val_top5"], "test_loss": outcome.test["val_loss"]}
+        return {**metrics, **{key: float(outcome.val[key]) for key in PROTOCOL_METRICS}, "eval_seconds": seconds}
+
+    def _stage2_loader(self, k: int) -> DataLoader:
+        """Stage 2's ``k``-th epoch of training batches, seeded as epoch ``epochs + k`` would be."""
+        epoch = self.config.epochs + k
+        torch.manual_seed(epoch_seed(self.seeds.order, epoch))  # augmentations, dropout, drop_path
+        return self._train_loader(epoch)
 
     def _keep_best_val(self, metrics: dict[str, float]) -> None:
         """With ``test_epoch: best_val``, a copy of the weights of the best epoch on val (the first of ties)."""
@@ -261,15 +307,17 @@ class Trial:
             weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.best_val = (value, int(metrics["epoch"]), weights)
 
-    def _score_test(self) -> dict[str, float]:
+    def _score_test(self, last_epoch: int) -> dict[str, float]:
         """Score the chosen epoch's weights once on the sealed test split (the confirm stage's number).
 
         The epoch is the last one (``test_epoch: final``) or the best on val (``best_val``), chosen
         before test is read; the final weights are put back afterwards, so the checkpoint stays the run's.
+        This is the trial's own classifier; with an eval_mode protocol, :meth:`_run_protocol` puts the
+        protocol's test score in ``test_top1/5/loss`` and keeps this one as ``test_e2e_top1``.
         """
         cfg = self.config
         final = None
-        epoch = self.epoch
+        epoch = last_epoch
         if cfg.test_epoch == "best_val" and self.best_val is not None:
             final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             _, epoch, weights = self.best_val
@@ -281,16 +329,19 @@ class Trial:
             if final is not None:
                 self.model.load_state_dict(final)
         return {"test_top1": scores["val_top1"], "test_top5": scores["val_top5"], "test_loss": scores["val_loss"],
-                "test_epoch": epoch, "test_images": len(self.data.test), "test_epoch_pick": cfg.test_epoch}
+                "test_e2e_top1": scores["val_top1"], "test_epoch": epoch, "test_images": len(self.data.test),
+                "test_epoch_pick": cfg.test_epoch}
 
     def evaluation(self) -> dict:
         """Where the metrics came from (``splits``: the data roles) and the test score, for the store."""
-        return {"splits": dict(getattr(self.data, "split_info", {}) or {}), "test": self.test_result}
+        return {"splits": dict(getattr(self.data, "split_info", {}) or {}), "test": self.test_result,
+                "protocol": self.protocol}
 
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "history": self.history, "test_result": self.test_result, "rng": torch.get_rng_state()}
+                 "history": self.history, "test_result": self.test_result, "rng": torch.get_rng_state(),
+                 "protocol": self.protocol}
         if self.best_val is not None:  # a resumed confirm trial still scores the best epoch's weights
             state["best_val"] = {"value": self.best_val[0], "epoch": self.best_val[1], "weights": self.best_val[2]}
         return state
@@ -334,6 +385,7 @@ class Trial:
         self.history = list(state["history"])
         self.test_result = state.get("test_result")
         self.resume_rng = state.get("rng")
+        self.protocol = state.get("protocol")
         best = state.get("best_val")
         self.best_val = (float(best["value"]), int(best["epoch"]), best["weights"]) if best else None
 
@@ -361,7 +413,7 @@ class TrialResult:
     evaluation: dict = field(default_factory=dict)  # Trial.evaluation(): data roles and the test score
 
     def best_objective(self, metric: str = OBJECTIVE, mode: str = "max") -> float:
-        return best_of(self.history, metric, mode)
+        return objective_of(self.history, metric, mode, self.config)
 
     def final_objective(self, metric: str = OBJECTIVE) -> float:
         return final_of(self.history, metric)

@@ -57,6 +57,9 @@ class DataBundle:
     train_indices: list[int] = field(default_factory=list)  # into the training pool, in train's order
     val_indices: list[int] = field(default_factory=list)  # into the training pool, in val's order
     split_info: dict[str, Any] = field(default_factory=dict)  # each role's source and size
+    # The training items again with the val transform, one deterministic view each (same order and labels as
+    # train): what a linear probe extracts frozen features from (tune_schane/probe.py). Built lazily, like val.
+    train_eval: Dataset | None = None
 
 
 class _Source(NamedTuple):
@@ -174,4 +177,5 @@ def build_data(
         train_indices=train_idx,
         val_indices=val_idx,
         split_info=info,
+        train_eval=Transformed(Subset(src.pool, train_idx), src.eval_tf),
     )
