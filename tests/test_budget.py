@@ -7,8 +7,9 @@ import pytest
 from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
 from tune_schane.group_asha import GroupASHA
+from tune_schane.runner import run_trial
 from tune_schane.space import parse_space
-from tune_schane.trial import Trial, run_trial
+from tune_schane.trial import Trial
 
 
 def tiny(**overrides) -> TrialConfig:

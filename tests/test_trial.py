@@ -9,8 +9,9 @@ import torch
 
 from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
+from tune_schane.runner import run_trial
 from tune_schane.train import SIMULATE_OOM_ENV
-from tune_schane.trial import METRIC_KEYS, Trial, run_trial
+from tune_schane.trial import METRIC_KEYS, Trial
 
 FAMILY_SETTINGS = {
     "ce": {},

@@ -30,6 +30,7 @@ from tune_schane.store import TrialStore
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SHRINK = ["--set", "grid.batch_size=[64]", "--set", "scheduler.max_epochs=1"]  # 4 cells (loss), 1 epoch
+# The toy space (no dataset, no weights): the default space's pretrained few-shot run is tests/test_study_space.py's.
 
 
 def _run(cmd: list, cwd: Path, env: dict | None = None, timeout: int = 300) -> str:
@@ -81,7 +82,8 @@ def test_wheel_installed_without_e_runs_sweep_analyze_export_train_outside_the_c
         assert all(Path(p).is_relative_to(venv) for p in where), where
         assert "batch_size_ablation" in _run([cli, "spaces"], cwd=work, env=env)
 
-        out = _run([cli, "sweep", "--num-samples", "1", *SHRINK, "--name", "w1"], cwd=work, env=env, timeout=600)
+        out = _run([cli, "sweep", "digits", "--num-samples", "1", *SHRINK, "--name", "w1"], cwd=work, env=env,
+                   timeout=600)
         assert "sweep w1 done" in out
         trials = TrialStore(work / "trials").load_trials("w1")  # the default store: ./trials
         assert len(trials) == 4 and set(trials["status"]) == {"completed"}, trials[["status", "error"]]

@@ -37,8 +37,8 @@ def open_store(uri: str):
 def train_command(args: argparse.Namespace) -> int:
     from .progress import TrainProgress
     from .records import record_trial
+    from .runner import run_trial
     from .store import check_name
-    from .trial import run_trial
 
     loaded = load_config(args.config, args.overrides)
     config = loaded.config

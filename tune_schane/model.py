@@ -179,3 +179,23 @@ def _strip_wrapper(key: str) -> str:
         if key.startswith(prefix):
             return key[len(prefix) :]
     return key
+
+
+def normalisation(model_name: str, img_size: int | None, pretrained: bool = False) -> tuple[int, tuple, tuple]:
+    """Input size and mean/std, known before the model (and its classes) exist.
+
+    Packaged ImageNet weights (``pretrained`` and listed in :mod:`tune_schane.pretrained`) use the
+    statistics they were trained with; otherwise the timm model's own pretrained config.
+    """
+    import timm
+
+    if not timm.is_model(model_name):
+        raise BadInput(f"model: unknown timm model {model_name!r}")
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
+    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
+    entry = packaged(model_name) if pretrained else None
+    if entry is not None:
+        mean, std = entry.mean, entry.std
+    size = img_size or int((getattr(cfg, "input_size", None) or (3, 224, 224))[-1])
+    return size, mean, std

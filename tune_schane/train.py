@@ -8,16 +8,18 @@ corrupt a batch-size study).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import resource
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from .distributed import Replica, all_reduce_sum, average_gradients
+from .errors import BadInput
 from .gradcache import NonFiniteLoss, cached_step, plain_step
 from .losses import CLCELoss, NonFiniteEmbeddings
 from .losses.clce import cross_entropy
@@ -165,3 +167,28 @@ def evaluate(
         return {"val_top1": math.nan, "val_top5": math.nan, "val_loss": math.nan}
     return {"val_top1": 100.0 * correct1 / total, "val_top5": 100.0 * correct5 / total,
             "val_loss": loss_sum / total}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"device: {name!r} requested but CUDA is not available")
+    return device
+
+
+class Take:
+    """The next ``n`` items of an iterator, with a length (a progress bar shows the report's steps)."""
+
+    def __init__(self, iterator: Iterator, n: int) -> None:
+        self.iterator, self.n = iterator, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(self.iterator, self.n)

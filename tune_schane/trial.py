@@ -27,21 +27,16 @@ and ``e2e_*`` keep the trial's own classifier's (equal to ``val_*`` in every oth
 The data a trial sees is the training pool minus a fixed validation set; the test split stays sealed
 (``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data.bundle`).
 
-:func:`run_trial` is the single-run driver used by ``tune-schane train``: it writes the resolved
-config, one JSON line of metrics per epoch and a checkpoint per epoch into an output folder, and
-turns early stops into a status (``completed``, ``diverged``, ``oom``, ``error``).
+The single-run driver (``tune-schane train``: outputs, checkpoints, statuses) is :mod:`tune_schane.runner`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,51 +47,26 @@ from .distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, broadcas
 from .errors import BadInput
 from .losses import build_loss
 from .memory import auto_chunk, step_memory_model
+from .model import normalisation
 from .outcomes import CONFIG_FILE, EVALUATION_FILE, HISTORY_FILE, METRIC_KEYS, OBJECTIVE, PROTOCOL_METRICS
 from .probe import run_protocol
-from .records import final_of, objective_of
-from .train import TrialStopped, autocast_for, evaluate, is_out_of_memory, peak_memory_mb, train_one_epoch
+from .train import (
+    Take,
+    TrialStopped,
+    autocast_for,
+    evaluate,
+    is_out_of_memory,
+    peak_memory_mb,
+    resolve_device,
+    train_one_epoch,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"device: {name!r} requested but CUDA is not available")
-    return device
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A distinct, reproducible seed per (order seed, epoch)."""
     return (seed * 1_000_003 + epoch) % (2**63)
-
-
-def normalisation(model_name: str, img_size: int | None, pretrained: bool = False) -> tuple[int, tuple, tuple]:
-    """Input size and mean/std, known before the model (and its classes) exist.
-
-    Packaged ImageNet weights (``pretrained`` and listed in :mod:`tune_schane.pretrained`) use the
-    statistics they were trained with; otherwise the timm model's own pretrained config.
-    """
-    import timm
-
-    from .pretrained import packaged
-
-    if not timm.is_model(model_name):
-        raise BadInput(f"model: unknown timm model {model_name!r}")
-    cfg = timm.models.get_pretrained_cfg(model_name)
-    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
-    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
-    entry = packaged(model_name) if pretrained else None
-    if entry is not None:
-        mean, std = entry.mean, entry.std
-    size = img_size or int((getattr(cfg, "input_size", None) or (3, 224, 224))[-1])
-    return size, mean, std
 
 
 class Trial:
@@ -231,7 +201,7 @@ class Trial:
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             try:
-                loader = _Take(stream, self.report_ends[epoch - 1] - done)
+                loader = Take(stream, self.report_ends[epoch - 1] - done)
                 batches = wrap_batches(loader, epoch) if wrap_batches is not None else loader
                 train = train_one_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler,
                                         self.device, amp=cfg.amp, chunk=cfg.contrastive_chunk, replica=self.replica,
@@ -388,69 +358,3 @@ class Trial:
         self.protocol = state.get("protocol")
         best = state.get("best_val")
         self.best_val = (float(best["value"]), int(best["epoch"]), best["weights"]) if best else None
-
-
-class _Take:
-    """The next ``n`` items of an iterator, with a length (a progress bar shows the report's steps)."""
-
-    def __init__(self, iterator: Iterator, n: int) -> None:
-        self.iterator, self.n = iterator, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator:
-        return itertools.islice(self.iterator, self.n)
-
-
-@dataclass
-class TrialResult:
-    config: TrialConfig
-    status: str  # completed | diverged | oom | error
-    error: str | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    evaluation: dict = field(default_factory=dict)  # Trial.evaluation(): data roles and the test score
-
-    def best_objective(self, metric: str = OBJECTIVE, mode: str = "max") -> float:
-        return objective_of(self.history, metric, mode, self.config)
-
-    def final_objective(self, metric: str = OBJECTIVE) -> float:
-        return final_of(self.history, metric)
-
-
-def run_trial(
-    config: TrialConfig,
-    out_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    wrap_batches: Callable[[Iterable, int], Iterable] | None = None,
-) -> TrialResult:
-    """Run one trial to its end. BadInput (a bad config) propagates; anything after set-up becomes a status.
-
-    ``on_epoch`` hears each epoch's metrics; ``wrap_batches`` is passed to :meth:`Trial.run`.
-    """
-    start = time.perf_counter()
-    trial = Trial(config)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and (out / CHECKPOINT_FILE).exists():
-            trial.load_checkpoint(out)
-        trial.write_outputs(out)
-    status, error = "completed", None
-    try:
-        for metrics in trial.run(wrap_batches):
-            if out is not None:
-                trial.save_checkpoint(out)
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
-            if on_epoch is not None:
-                on_epoch(metrics)
-    except TrialStopped as stop:
-        status, error = stop.status, str(stop)
-    except Exception as exc:  # recorded, not swallowed: the caller decides the exit code
-        status = "error"
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-    return TrialResult(trial.config, status, error, trial.history, time.perf_counter() - start, trial.evaluation())
