@@ -1,4 +1,4 @@
-"""Data-parallel steps (tune_schane/distributed.py) against one process on the same global batch.
+"""Data-parallel steps (tune_schane/finetune/distributed.py) against one process on the same global batch.
 
 Two real processes (``torch.multiprocessing`` + gloo on the CPU, no Ray), float64, a LayerNorm
 backbone (timm's test_vit) with dropout off. The reference is independent of the distributed code:
@@ -23,13 +23,13 @@ import torch.multiprocessing as mp
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from tests.test_gradcache import LOSSES, NUM_CLASSES, make_loss, vit
-from tune_schane.config import TrialConfig
-from tune_schane.distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, average_gradients
 from tune_schane.errors import BadInput
-from tune_schane.gradcache import cached_step, plain_step
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, average_gradients
+from tune_schane.finetune.gradcache import cached_step, plain_step
+from tune_schane.finetune.optim import build_scheduler
+from tune_schane.finetune.train import evaluate, train_one_epoch
 from tune_schane.losses import build_loss
-from tune_schane.optim import build_scheduler
-from tune_schane.train import evaluate, train_one_epoch
 
 WORLD = 2
 IMAGES, VIEWS, IMG = 8, 2, 16  # 8 images per global batch, 4 per worker
@@ -222,7 +222,7 @@ def test_workers_config_is_checked():
         TrialConfig(batch_size=16, workers=3).validate()
     with pytest.raises(BadInput, match="workers: must be >= 1"):
         TrialConfig(workers=0).validate()
-    from tune_schane.trial import Trial
+    from tune_schane.finetune.trial import Trial
 
     with pytest.raises(BadInput, match="set workers=1 to run it here"):
         Trial(TrialConfig(workers=2, batch_size=16, epochs=1))

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.raykit import free_port
-from tune_schane.cli import main
+from tune_schane.cli.main import main
 from tune_schane.errors import BadInput
 from tune_schane.ray_tune.connect import probe, split_address
 

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from benchmarks.search import SPACE, score, strategies, summary
-from tune_schane.config import TrialConfig
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.space import load_space
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")

@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from tune_schane.cli import main
+from tune_schane.cli.main import main
 from tune_schane.store import TrialStore
 
 pytest.importorskip("tune_schane.ray_tune")

@@ -58,7 +58,7 @@ class DataBundle:
     val_indices: list[int] = field(default_factory=list)  # into the training pool, in val's order
     split_info: dict[str, Any] = field(default_factory=dict)  # each role's source and size
     # The training items again with the val transform, one deterministic view each (same order and labels as
-    # train): what a linear probe extracts frozen features from (tune_schane/probe.py). Built lazily, like val.
+    # train): what a linear probe extracts frozen features from (tune_schane/finetune/probe.py). Built lazily, like val.
     train_eval: Dataset | None = None
 
 

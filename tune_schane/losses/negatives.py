@@ -31,7 +31,9 @@ import hashlib
 import torch
 from torch import Tensor
 
-from ..config import NEGATIVES  # defined once, where the config (which must not import torch) checks it
+# The modes, also in tune_schane.finetune.config (which checks a config without importing torch);
+# tests/test_negatives.py pins the two equal.
+NEGATIVES = ("all", "group", "subsample")
 
 
 def class_balanced_groups(image_labels: Tensor, size: int) -> Tensor:

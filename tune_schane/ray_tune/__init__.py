@@ -10,7 +10,7 @@
 - :mod:`.scheduler`: ASHA per grid cell;
 - :mod:`.recording`: every finished trial into the store (the callback, reconciliation on resume);
 - :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``;
-- :mod:`.confirm`: the confirm stage's jobs (tune_schane.confirm) run once each, kill-safe through the store.
+- :mod:`.confirm`: the confirm stage's jobs (tune_schane.search.confirm) run once each, kill-safe through the store.
 """
 
 from .confirm import run_confirm

@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from ..space import DefineByRun, SearchSpace
+from ..space.search_space import DefineByRun, SearchSpace
 from .trainable import CELL_KEY, CONFIG_KEY
 
 

@@ -1,4 +1,4 @@
-"""The confirm stage on Ray: a fixed list of jobs (tune_schane.confirm), FIFO, kill-safe through the store.
+"""The confirm stage on Ray: a fixed list of jobs (tune_schane.search.confirm), FIFO, kill-safe through the store.
 
 Runs like a sweep: the same trainable, resources by batch size, the store callback, ``--address`` and
 ``--resume``. Its Ray experiment is ``<sweep>-confirm`` beside the sweep's; its rows go into the sweep's
@@ -21,10 +21,10 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from ..confirm import ConfirmJob, done_keys
 from ..faults import fault_point
-from ..space import SearchSpace
-from ..store import TrialStore
+from ..search.confirm import ConfirmJob, done_keys
+from ..space.search_space import SearchSpace
+from ..store.trial_store import TrialStore
 from .driver import EXPERIMENT_STATE_PERIOD_S, _bundle, trial_dirname
 from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from .searchers import PickledState

@@ -15,7 +15,7 @@ is a gRPC server and answers the client preface with a SETTINGS frame), within
 :data:`PROBE_TIMEOUT_S`. An address that does not answer is bad input, in one line, instead of
 Ray's endless "Failed to connect to GCS" retries. With ``RAY_USE_TLS`` set only TCP is checked.
 
-Joining a cluster ships the code (:func:`shipped_code`): ``tune_schane`` and ``analysis`` are
+Joining a cluster ships the code (:func:`shipped_code`): ``tune_schane`` (its ``analysis`` included) is
 copied into a staging folder that becomes the job's ``runtime_env`` ``working_dir``, which Ray
 uploads once and unpacks on every node (under its ``runtime_resources`` folder), first on the
 workers' ``PYTHONPATH``. A node then needs only the dependencies. ``working_dir``, not
@@ -40,7 +40,7 @@ from ..errors import BadInput
 
 PROBE_TIMEOUT_S = 10.0  # per step (connect, handshake): a dead address is refused within ~20 s at worst
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
-SHIPPED_PACKAGES = ("tune_schane", "analysis")
+SHIPPED_PACKAGES = ("tune_schane",)  # tune_schane.analysis inside it (copied through its link)
 
 
 def split_address(address: str) -> tuple[str, int]:

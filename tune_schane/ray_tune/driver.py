@@ -10,7 +10,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from ..space import SearchSpace
+from ..space.search_space import SearchSpace
 from .anchor import ray_optuna_asha
 from .connect import checked_address, shipped_code
 from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
@@ -79,7 +79,7 @@ def run_sweep(
     is in the store and a saved experiment state knows it ended (see StoreCallback), and the sweep's
     end applies ``keep_checkpoints``.
     Trackers (TensorBoard always, MLflow with ``mlflow_uri``, the Optuna storage of
-    ``space.optuna_storage``): :mod:`tune_schane.tracking`; a resume keeps the ones the sweep started with.
+    ``space.optuna_storage``): :mod:`tune_schane.search.tracking`; a resume keeps the ones the sweep started with.
     ``callbacks``: more Ray callbacks (e.g. ``WandbLoggerCallback``, README "Use with your tools").
     ``strategy``: ``"cells"`` (this package's search) or ``"ray-optuna"``, the benchmark's anchor (anchor.py).
     """

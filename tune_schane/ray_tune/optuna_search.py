@@ -1,7 +1,7 @@
 """One cell's searcher: an Optuna study driven with ask/tell, or a fixed list for the grid baseline.
 
 :class:`PruningAwareOptunaSearch` owns its ``optuna.Study`` (in memory, or in the sweep's Optuna
-storage: :mod:`tune_schane.optuna_storage`). Ray's ``OptunaSearch`` tells COMPLETE whenever a trial
+storage: :mod:`tune_schane.space.storage`). Ray's ``OptunaSearch`` tells COMPLETE whenever a trial
 has a result, so trials stopped early by ASHA would reach TPE as complete with a truncated score;
 here they are told PRUNED (TPE then uses their intermediate values as Optuna intends), and diverged,
 out-of-memory and errored trials FAIL. Owning the study also means nothing reads Ray's private
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..optuna_storage import cell_key, study_name
-from ..space import SearchSpace
+from ..space.search_space import SearchSpace
+from ..space.storage import cell_key, study_name
 from .trainable import STATUS_KEY, trial_status
 
 
@@ -22,7 +22,7 @@ class PruningAwareOptunaSearch:
     """An Optuna study asked for configs and told how each trial ended (COMPLETE, PRUNED or FAIL).
 
     The study lives in memory (pickled whole with Ray's searcher checkpoint) or, with ``storage``
-    (a URL for :func:`tune_schane.optuna_storage.open_storage`), in that storage under
+    (a URL for :func:`tune_schane.space.storage.open_storage`), in that storage under
     ``study_name``. The storage is then the record: a pickle holds only the bookkeeping, and the
     study is reopened from the storage when first used after a restore. A driver killed between two
     searcher checkpoints leaves the storage ahead of the restored bookkeeping, in two ways, both
@@ -58,7 +58,7 @@ class PruningAwareOptunaSearch:
     def _open(self):
         import optuna
 
-        from ..optuna_storage import open_storage
+        from ..space.storage import open_storage
 
         storage = None if self.storage is None else open_storage(self.storage)
         return optuna.create_study(storage=storage, study_name=self.study_name, direction=self.direction,

@@ -1,8 +1,8 @@
 """Every finished sweep trial into the store: the store callback, and reconciliation after a resume.
 
 Both record a trial the same way (:func:`record_ray_trial`): its resolved config and history from the
-files the trial wrote beside its latest checkpoint (:func:`tune_schane.records.read_outputs`), its
-end from its last result, then :func:`tune_schane.records.record_trial`. A trial with no checkpoint
+files the trial wrote beside its latest checkpoint (:func:`tune_schane.store.records.read_outputs`), its
+end from its last result, then :func:`tune_schane.store.records.record_trial`. A trial with no checkpoint
 never finished an epoch (every epoch's report carries one, and so does an early stop's): it is
 recorded with the config Ray gave it and no epochs.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 from ray import tune
 
-from ..config import TrialConfig
 from ..faults import fault_point
-from ..records import read_evaluation, read_outputs, record_trial
-from ..space import SearchSpace
-from ..store import TrialStore
+from ..finetune.config import TrialConfig
+from ..space.search_space import SearchSpace
+from ..store.records import read_evaluation, read_outputs, record_trial
+from ..store.trial_store import TrialStore
 from .train_workers import WORKER_NODES_KEY
 from .trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, trial_status
 

@@ -7,8 +7,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from ..group_asha import STOP, WAIT, GroupASHA
-from ..space import SearchSpace
+from ..search.group_asha import STOP, WAIT, GroupASHA
+from ..space.search_space import SearchSpace
 from .searchers import PickledState
 from .trainable import CELL_KEY
 
@@ -21,7 +21,7 @@ class CellASHA(PickledState, FIFOScheduler):
     batch-size analysis needs most end with no completed trial. Without a grid this is plain ASHA.
 
     With ``repeats > 1`` the seeds of a sampled config are judged together on their mean
-    (:class:`tune_schane.group_asha.GroupASHA`): a seed that reaches a rung first is PAUSED (Ray
+    (:class:`tune_schane.search.group_asha.GroupASHA`): a seed that reaches a rung first is PAUSED (Ray
     keeps its checkpoint and frees its resources) until its siblings get there, then all of them go
     on or all stop, so every completed config keeps all its seeds.
     """

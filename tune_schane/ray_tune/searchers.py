@@ -5,7 +5,7 @@
   abandon the small batches; cells take turns.
 - Each sampled config becomes ``repeats`` trials with consecutive seeds; the cell's searcher hears
   the mean of the group.
-- Neighbouring cells share (:mod:`tune_schane.cell_sharing`): a cell's new incumbent is queued as a
+- Neighbouring cells share (:mod:`tune_schane.search.cell_sharing`): a cell's new incumbent is queued as a
   warm start in the cells at the adjacent batch sizes, and a cell whose incumbent has not moved for
   ``patience`` configs stops sampling.
 """
@@ -20,10 +20,10 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
-from ..cell_sharing import CellSharing, Offer, covers
 from ..faults import fault_point
-from ..optuna_storage import cell_key
-from ..space import SearchSpace
+from ..search.cell_sharing import CellSharing, Offer, covers
+from ..space.search_space import SearchSpace
+from ..space.storage import cell_key
 from .optuna_search import PruningAwareOptunaSearch, make_cell_searcher
 from .trainable import CELL_KEY, CONFIG_KEY, STATUS_KEY, trial_status
 
@@ -76,7 +76,7 @@ class CellSearcher(PickledState, Searcher):
         """
         if not getattr(self, "store_uri", None) or not getattr(self, "sweep_id", None):
             return 0
-        from ..store import TrialStore
+        from ..store.trial_store import TrialStore
 
         store = TrialStore(self.store_uri)
         if not store.exists():

@@ -44,10 +44,10 @@ import ray
 import torch
 from ray import tune
 
-from ..config import TrialConfig
-from ..outcomes import METRIC_KEYS
-from ..train import TrialStopped, is_out_of_memory
-from ..trial import Trial
+from ..finetune.config import TrialConfig
+from ..finetune.outcomes import METRIC_KEYS
+from ..finetune.train import TrialStopped, is_out_of_memory
+from ..finetune.trial import Trial
 
 DRIVER_CPU = 0.1  # the Tune trial's own bundle: it waits on the Train job and copies its checkpoints
 WORKER_NODES_KEY = "worker_nodes"  # "ip,ip": the node of each worker, in rank order
@@ -182,12 +182,12 @@ def _drop_run(filesystem, path: str) -> None:
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: its share of every global batch (tune_schane/distributed.py), rank 0 reports."""
+    """One Ray Train worker: its share of every global batch (tune_schane/finetune/distributed.py), rank 0 reports."""
     import torch.distributed as dist
     from ray.train import Checkpoint
     from ray.train.torch import get_device
 
-    from ..distributed import Replica
+    from ..finetune.distributed import Replica
 
     status_key, error_key = loop_config["keys"]
     resources = loop_config["resources"]

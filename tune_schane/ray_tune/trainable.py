@@ -1,7 +1,7 @@
 """The trial under Ray Tune, and the keys of what it reports.
 
 Thin, as in Ray's own examples: config dict -> :class:`TrialConfig`, the plain loop of
-:mod:`tune_schane.trial`, one report per epoch with every metric key every time and a checkpoint
+:mod:`tune_schane.finetune.trial`, one report per epoch with every metric key every time and a checkpoint
 (the model state plus the trial's outputs: resolved config and history, which the store is written
 from). A trial that stops early (diverged, out of memory) makes one last report that carries its
 status and a checkpoint too, so even a trial stopped inside its first epoch records the config it ran.
@@ -20,10 +20,10 @@ import ray
 import torch
 from ray import tune
 
-from ..config import TrialConfig
-from ..outcomes import METRIC_KEYS
-from ..train import TrialStopped
-from ..trial import Trial
+from ..finetune.config import TrialConfig
+from ..finetune.outcomes import METRIC_KEYS
+from ..finetune.train import TrialStopped
+from ..finetune.trial import Trial
 from .train_workers import run_workers
 
 STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
@@ -33,7 +33,7 @@ CONFIG_KEY = "trial_config"  # the TrialConfig as a dict, in the param space of 
 CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 CODE_PATH_KEY = "code_path"  # the tune_schane folder the trial imported
 STAGE_KEY = "stage"  # search (absent) or confirm: the store's `stage` column
-JOB_KEY = "confirm_job"  # a confirm trial's job key (tune_schane.confirm): one row per key, ever
+JOB_KEY = "confirm_job"  # a confirm trial's job key (tune_schane.search.confirm): one row per key, ever
 
 
 def trainable(config: dict[str, Any]) -> None:
