@@ -8,7 +8,7 @@ under a digest of the space and the reference's size). Strategies:
 
 - ``random+fifo``: random configs per cell, every trial trained to the end (the cost baseline);
 - ``ray-optuna+asha``: Ray's ``OptunaSearch`` over the whole space (grid axes categorical) and one
-  ``ASHAScheduler`` over all trials, the anchor (tune_schane/ray_tune/anchor.py);
+  ``ASHAScheduler`` over all trials, the anchor (tune_schane/ray_tune/_anchor.py);
 - ``cells``: per-cell TPE + per-cell ASHA, no sharing between cells (the first round's default);
 - ``default``: per-cell TPE + ASHA with the searcher switches' defaults (warm starts from neighbouring
   cells, patience; tune_schane/search/cell_sharing.py), i.e. what a space file gets without saying anything;

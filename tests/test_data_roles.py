@@ -22,7 +22,7 @@ from PIL import Image
 from tune_schane.analysis.export import config_from_row
 from tune_schane.data import build_data
 from tune_schane.data import bundle as bundle_module
-from tune_schane.data.digits import split_indices
+from tune_schane.data._digits import split_indices
 from tune_schane.data.fashion_mnist import DEFAULT_ROOT, FILES, load_fashion_mnist
 from tune_schane.errors import BadInput
 from tune_schane.finetune.config import TrialConfig, dump_config, load_config

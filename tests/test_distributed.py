@@ -248,9 +248,21 @@ def test_large_batch_space_needs_its_workers_gpus_and_chunks_only_the_largest_ba
 
 
 def test_a_data_parallel_trial_holds_only_its_train_driver_bundle():
-    from tune_schane.ray_tune.driver import _bundle
-    from tune_schane.ray_tune.train_workers import DRIVER_CPU
+    from tune_schane.ray_tune._driver import _bundle
+    from tune_schane.ray_tune._train_workers import DRIVER_CPU
 
     resources = {"cpu": 8.0, "gpu": 1.0}
     assert _bundle({"trial_config": {"workers": 4}, "resources": resources}) == {"CPU": DRIVER_CPU}
     assert _bundle({"trial_config": {"workers": 1}, "resources": resources}) == {"CPU": 8.0, "GPU": 1.0}
+
+
+def test_two_workers_of_one_cpu_are_refused_on_two_cpus_before_anything_starts():
+    """Their Train driver's share makes 2.1 CPUs: Ray Train would retry the worker group for ever."""
+    from tune_schane.space import parse_space
+
+    space = parse_space({"name": "dp", "fixed": {"model": "test_vit", "dataset": "digits", "workers": 2},
+                         "grid": {"batch_size": [32]}, "searcher": {"type": "grid"}, "resources": {"cpu": 1}})
+    with pytest.raises(BadInput, match=r"asks for 2.1 CPUs \(2 workers \+ 0.1 for the Train driver\) but the "
+                                       r"cluster has 2"):
+        space.check_cluster(cpus=2, gpus=0)
+    space.check_cluster(cpus=3, gpus=0)

@@ -4,6 +4,7 @@ own packages, a light import."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,12 @@ def test_nothing_imports_analysis_by_its_folder_name():
     users = {str(p.relative_to(ROOT)) for p in _sources(*PACKAGES, "tests", "benchmarks", "docs")
              if any(m == "analysis" or m.startswith("analysis.") for m in _imported_modules(p))}
     assert users == set()
+
+
+def test_private_apis_of_libraries_only_in_their_wrapper_module():
+    """Ray's and Optuna's private names appear in tune_schane/ray_tune/_private_apis.py only (it says why)."""
+    pattern = re.compile(r"ray\._|_create_default_callbacks|\._trial_id|\._samples")
+    wrapper = RAY_HOME / "_private_apis.py"
+    users = {str(p.relative_to(ROOT)) for p in _sources(*PACKAGES) if p != wrapper and pattern.search(p.read_text())}
+    assert users == set()
+    assert pattern.search(wrapper.read_text())

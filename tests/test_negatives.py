@@ -1,4 +1,4 @@
-"""The negatives budget (tune_schane/losses/negatives.py) against naive float64 loops.
+"""The negatives budget (tune_schane/losses/_negatives.py) against naive float64 loops.
 
 References: tests/loss_reference.py's loop over anchors and pairs, run on each group's rows alone
 (``group``) or told which pairs the subsample mask keeps (``subsample``); today's loss for ``all``
@@ -21,7 +21,7 @@ from tune_schane.finetune.gradcache import cached_step, plain_step
 from tune_schane.finetune.model import ContrastiveClassifier
 from tune_schane.finetune.train import train_one_epoch
 from tune_schane.losses import NegativeBudget, SCHaNeLoss, SupConLoss, build_loss
-from tune_schane.losses.negatives import class_balanced_groups, subsample_pairs
+from tune_schane.losses._negatives import class_balanced_groups, subsample_pairs
 
 BETAS = [0.0, 1.0, 4.0]
 

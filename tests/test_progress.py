@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from tune_schane.cli._progress import TrainProgress
 from tune_schane.cli.main import main
-from tune_schane.cli.progress import TrainProgress
 
 
 class Terminal(io.StringIO):

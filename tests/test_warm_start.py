@@ -248,6 +248,6 @@ def test_the_switches_default_to_the_benchmarks_choice_and_a_space_file_can_set_
     assert (WARM_START, PATIENCE, STARTUP_TRIALS) == (3, 0, 3)  # docs/performance.md "Search efficiency"
     set_ = space_from(tmp_path, warm_start=0, patience=4, startup_trials=7)
     assert (set_.warm_start, set_.patience, set_.startup_trials) == (0, 4, 7)
-    from tune_schane.ray_tune.optuna_search import make_cell_searcher
+    from tune_schane.ray_tune._optuna_search import make_cell_searcher
 
     assert make_cell_searcher(set_, set_.cells()[0], 0).sampler._n_startup_trials == 7

@@ -1,4 +1,4 @@
-"""The command line: ``tune-schane`` (:mod:`.main`: the parser), its commands (:mod:`.commands`), train's bar."""
+"""The command line: ``tune-schane`` (:mod:`.main`: the parser), its commands (:mod:`._commands`), train's bar."""
 
 from .main import main
 

@@ -24,31 +24,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .commands import train_command
+    from ._commands import train_command
 
     return train_command(args)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .commands import sweep_command
+    from ._commands import sweep_command
 
     return sweep_command(args)
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from .commands import confirm_command
+    from ._commands import confirm_command
 
     return confirm_command(args)
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
-    from .commands import spaces_command
+    from ._commands import spaces_command
 
     return spaces_command(args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .commands import status_command
+    from ._commands import status_command
 
     return status_command(args)
 

@@ -22,7 +22,7 @@ supcon_ce set    None    set    (β = 0: CLCE without hardness weights, SupCon +
 ``supcon_ce`` is the ablation arm of CLCE: the same blend with every hardness weight 1, so a gain of
 CLCE over it is attributable to hard-negative weighting and a gain of it over CE to the contrastive term.
 
-The negatives budget (``negatives``, ``negatives_size`` = m; :mod:`tune_schane.losses.negatives`)
+The negatives budget (``negatives``, ``negatives_size`` = m; :mod:`tune_schane.losses._negatives`)
 bounds what each anchor's contrastive term sees, apart from the batch: ``all`` (every pair, the
 default), ``group`` (class-balanced groups of m images; m divides batch_size, 2 <= m <= batch_size)
 or ``subsample`` (m random negatives per anchor, 1 <= m <= (batch_size - 1)·views, the most any
@@ -46,7 +46,7 @@ from ..errors import BadInput
 from .outcomes import EVAL_MODES, TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce", "supcon_ce")
-NEGATIVES = ("all", "group", "subsample")  # as losses.negatives.NEGATIVES (a test pins them equal); torch-free
+NEGATIVES = ("all", "group", "subsample")  # as losses._negatives.NEGATIVES (a test pins them equal); torch-free
 LR_RULES = ("none", "linear", "sqrt")
 BUDGET_UNITS = ("epochs", "steps", "samples")
 OPTIMIZERS = ("adamw", "sgd")
@@ -77,7 +77,7 @@ class TrialConfig:
     views: int = 2  # augmented views per image seen by the contrastive loss
     val_size: int | None = None  # validation images, a fixed class-balanced subset carved out of the training
     # pool (the same for every seed; few-shot images are drawn from the rest). None = 20 % of the pool, at most
-    # 10 000 (digits: 287 of 1437). The test split is never read by a trial (tune_schane/data/bundle.py).
+    # 10 000 (digits: 287 of 1437). The test split is never read by a trial (tune_schane/data/_bundle.py).
     # --- loss ------------------------------------------------------------------------------
     loss: str = "clce"  # ce | supcon | schane | clce | supcon_ce (see module docstring)
     tau: float | None = 0.1  # temperature τ of the contrastive logits

@@ -38,7 +38,7 @@ Exactness needs the same computation on every worker: dropout and drop-path draw
 share with its own statistics** (like the gradient cache's chunks; ``torch.nn.SyncBatchNorm`` would
 synchronise them). LayerNorm backbones (ViTs) with dropout off are exact; the tests check it.
 
-A negatives budget (:mod:`tune_schane.losses.negatives`) works on the gathered global batch: its
+A negatives budget (:mod:`tune_schane.losses._negatives`) works on the gathered global batch: its
 ``group`` assignment is a function of the global labels and its ``subsample`` mask is drawn from a
 generator seeded by (order seed, step), so every worker computes the same pairs.
 

@@ -1,7 +1,7 @@
 """The names a trial's outcome is told in, defined once: per-epoch metrics, statuses, modes, output files.
 
 Torch-free and pyarrow-free, so the loop (:mod:`tune_schane.finetune.trial`), the store's schema
-(:mod:`tune_schane.store.schema`), the space parser and the analysis all import the same tuples.
+(:mod:`tune_schane.store._schema`), the space parser and the analysis all import the same tuples.
 """
 
 from __future__ import annotations

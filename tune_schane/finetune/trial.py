@@ -25,7 +25,7 @@ LaCViT's ``two_stage`` CE fine-tuning, :mod:`.probe`); that epoch's ``val_*`` ar
 and ``e2e_*`` keep the trial's own classifier's (equal to ``val_*`` in every other epoch).
 
 The data a trial sees is the training pool minus a fixed validation set; the test split stays sealed
-(``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data.bundle`).
+(``include_test=False``): a search trial never reads a test image (:mod:`tune_schane.data._bundle`).
 
 The single-run driver (``tune-schane train``: outputs, checkpoints, statuses) is :mod:`tune_schane.finetune.runner`.
 """
@@ -190,7 +190,7 @@ class Trial:
 
         A report is one pass over the training images (``budget_unit: epochs``) or an equal share of a
         step/sample budget. ``wrap_batches(batches, epoch)`` may wrap each report's training batches (a
-        progress bar: :mod:`tune_schane.cli.progress`); the loop sees the same batches either way.
+        progress bar: :mod:`tune_schane.cli._progress`); the loop sees the same batches either way.
         """
         cfg = self.config
         done = self.report_ends[self.epoch - 1] if self.epoch else 0

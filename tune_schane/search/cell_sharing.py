@@ -2,7 +2,7 @@
 
 Every grid cell (loss family × batch size, ...) stays its own search, with its own study, its own
 ASHA and its own answer; no accuracy is ever compared across cells. Two things about the grid's
-structure are still worth using (no Ray here: :class:`~tune_schane.ray_tune.searchers.CellSearcher`
+structure are still worth using (no Ray here: :class:`~tune_schane.ray_tune._searchers.CellSearcher`
 calls this):
 
 - **Warm starts.** When a cell finds a new incumbent (its best completed config), each neighbour

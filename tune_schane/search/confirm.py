@@ -20,7 +20,7 @@ chosen on data the choice never saw:
 Every job has a key, ``<cell>/<role><rank>/s<seed>``, stored in the trial row's ``confirm_job``. The
 store is the ledger: a job whose key is in the store with an ending (any status but error) is not run
 again, so a killed confirm resumed (or simply run again) runs each job once. This module plans and
-summarises; it does not import Ray (:mod:`tune_schane.ray_tune.confirm` runs the plan).
+summarises; it does not import Ray (:mod:`tune_schane.ray_tune._confirm` runs the plan).
 """
 
 from __future__ import annotations

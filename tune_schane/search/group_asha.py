@@ -14,7 +14,7 @@ the unit ASHA judges is the *group* of a config's seeds:
 
 With one seed per group this is exactly Ray's ASHA with one bracket (``tests/test_group_asha.py``
 checks it against Ray's own on the same results). Nothing here imports Ray: the scheduler in
-``tune_schane.ray_tune.scheduler`` turns these decisions into Ray's CONTINUE / PAUSE / STOP.
+``tune_schane.ray_tune._scheduler`` turns these decisions into Ray's CONTINUE / PAUSE / STOP.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - Optuna studies in a storage (``--optuna-storage`` or the space's ``optuna_storage``):
   :mod:`tune_schane.space.storage`;
 - MLflow (``--mlflow URI``): Ray's own ``MLflowLoggerCallback`` on the driver, one run per trial in
-  the experiment named after the sweep (:mod:`tune_schane.ray_tune.trackers`);
+  the experiment named after the sweep (:mod:`tune_schane.ray_tune._trackers`);
 - TensorBoard: Ray's ``TBXLoggerCallback``, one event file per trial in its folder under the Ray
   storage (``<storage>/<sweep>/trial_<id>/events.out.tfevents.*``), always on.
 

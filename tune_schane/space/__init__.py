@@ -1,7 +1,7 @@
 """Search-space files: where to change what a sweep may sample and how a space file is read.
 
 - :mod:`.search_space`: ``SearchSpace`` (grid cells, parameters, the trial configs it makes), ``load_space``;
-- :mod:`.schema`: the space file's keys, checked with one line per mistake; :mod:`.params`: the parameter kinds;
+- :mod:`.schema`: the space file's keys, checked with one line per mistake; :mod:`._params`: the parameter kinds;
 - :mod:`.catalog`: the shipped spaces (``tune_schane/spaces/*.yaml``) by short name;
 - :mod:`.storage`: where each cell's Optuna study is kept (``storage:``).
 """

@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import BadInput
 
-SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "spaces"  # tune_schane/spaces, package data
 DEFAULT_SPACE = "default"
 
 

@@ -1,7 +1,7 @@
 """The search-space YAML schema: parsing and validation of one mapping into typed pieces.
 
 :mod:`tune_schane.space` owns the :class:`~tune_schane.space.search_space.SearchSpace` and what it compiles to;
-this module and :mod:`tune_schane.space.params` (the ``params:`` section and the value checks) own the
+this module and :mod:`tune_schane.space._params` (the ``params:`` section and the value checks) own the
 file format, so that every rule about what a space file may say lives in one place. Every refusal is a
 :class:`BadInput` whose message starts with the key at fault (``params.tau.when: ...``);
 :func:`tune_schane.space.search_space.load_space` prefixes the file name.
@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import BadInput
 from ..finetune.config import TrialConfig
 from ..finetune.outcomes import EPOCH_METRICS, OBJECTIVE_MODES, TEST_EPOCH_PICKS
-from .params import (
+from ._params import (
     ParamSpec,
     config_field,
     config_value,

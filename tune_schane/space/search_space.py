@@ -49,6 +49,10 @@ from .catalog import SPACES_DIR, default_space_path, shipped_spaces
 from .schema import PATIENCE, STARTUP_TRIALS, WARM_START, ParamSpec, ResourceRule, parse_space_mapping
 from .schema import TOP_KEYS as SPACE_KEYS
 
+# A data-parallel trial's own bundle on Ray (its Ray Train driver: waits on the job, copies checkpoints), on
+# top of its workers' resources; tune_schane.ray_tune places it, the cluster check below counts it.
+TRAIN_DRIVER_CPU = 0.1
+
 __all__ = ["DefineByRun", "ParamSpec", "ResourceRule", "SearchSpace", "builtin_spaces", "default_space_path",
            "load_space", "parse_space"]
 
@@ -153,15 +157,22 @@ class SearchSpace:
         """Refuse a space whose trials could never be placed on a cluster of this size.
 
         The resource rule is per worker: a data-parallel trial needs it ``workers`` times (checked for
-        a fixed or grid ``workers``; a searched one only per worker).
+        a fixed or grid ``workers``; a searched one only per worker), plus its Train driver's
+        :data:`TRAIN_DRIVER_CPU`. Without the driver's share, 2 workers of 1 CPU on 2 CPUs would wait for
+        ever: Ray Train retries a worker group that cannot start instead of failing the trial.
         """
         workers = 1 if "workers" in self.params else self.max_workers()
         for batch in self.batch_sizes():
             need = {kind: amount * workers for kind, amount in self.resources_for(batch).items()}
+            driver = TRAIN_DRIVER_CPU if workers > 1 else 0.0
+            need["cpu"] += driver
             for kind, have in (("gpu", gpus), ("cpu", cpus)):
-                if need[kind] > have:
+                if need[kind] > have + 1e-9:
                     unit = kind.upper() + ("s" if need[kind] != 1 else "")
-                    each = f" ({workers} workers)" if workers > 1 else ""
+                    parts = [f"{workers} workers"] if workers > 1 else []
+                    if kind == "cpu" and driver:
+                        parts.append(f"+ {driver:g} for the Train driver")
+                    each = f" ({' '.join(parts)})" if parts else ""
                     raise BadInput(f"resources: batch_size {batch} asks for {need[kind]:g} {unit}{each} but the "
                                    f"cluster has {have:g}")
 

@@ -13,7 +13,7 @@ checkpoint). With one, every cell's study is written there as the sweep runs, un
   file systems and many writers better than SQLite; ``optuna-dashboard`` opens either.
 
 Everything here runs before Ray starts, and every problem is one :class:`BadInput` line. No Ray in
-this module: the searchers in :mod:`tune_schane.ray_tune.searchers` open storages through it.
+this module: the searchers in :mod:`tune_schane.ray_tune._searchers` open storages through it.
 """
 
 from __future__ import annotations

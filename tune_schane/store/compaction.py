@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from ..errors import BadInput
 from ..faults import fault_point
-from .schema import TABLES, check_name, schema_for
+from ._schema import TABLES, check_name, schema_for
 from .trial_store import TrialStore, open_existing, partition_dir, sweep_key
 
 

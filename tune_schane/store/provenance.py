@@ -33,7 +33,7 @@ def versions_json() -> str:
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
     """The project's commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the clone (tune_schane/store/provenance.py)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()

@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 
 from ..errors import BadInput
 from ..faults import fault_point
-from .layout import Files, PartChecker, list_files, partition_dir, sweep_key
-from .schema import (
+from ._layout import Files, PartChecker, list_files, partition_dir, sweep_key
+from ._schema import (
     KEY_COLUMNS,
     SCHEMA_VERSION,
     TRIAL_STATUSES,

@@ -5,7 +5,7 @@ storage: :mod:`tune_schane.space.storage`). Ray's ``OptunaSearch`` tells COMPLET
 has a result, so trials stopped early by ASHA would reach TPE as complete with a truncated score;
 here they are told PRUNED (TPE then uses their intermediate values as Optuna intends), and diverged,
 out-of-memory and errored trials FAIL. Owning the study also means nothing reads Ray's private
-searcher state. :class:`~tune_schane.ray_tune.searchers.CellSearcher` runs one of these per grid cell.
+searcher state. :class:`~tune_schane.ray_tune._searchers.CellSearcher` runs one of these per grid cell.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 from ..space.search_space import SearchSpace
 from ..space.storage import cell_key, study_name
-from .trainable import STATUS_KEY, trial_status
+from ._private_apis import optuna_trial_handle
+from ._trainable import STATUS_KEY, trial_status
 
 
 class PruningAwareOptunaSearch:
@@ -84,16 +85,9 @@ class PruningAwareOptunaSearch:
         return self._study
 
     def _handle(self, number: int):
-        """The ``optuna.Trial`` of trial ``number`` (one asked before a restore has none: make it).
-
-        Optuna offers no public way back to a live ``Trial`` for a trial another process asked;
-        ``Trial(study, storage trial id)`` is what ``Study.ask`` itself builds.
-        """
+        """The ``optuna.Trial`` of trial ``number`` (one asked before a restore has none: make it)."""
         if number not in self._handles:
-            import optuna
-
-            frozen = self.study.get_trials(deepcopy=False)[number]
-            self._handles[number] = optuna.trial.Trial(self.study, frozen._trial_id)
+            self._handles[number] = optuna_trial_handle(self.study, number)
         return self._handles[number]
 
     def suggest(self, trial_id: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:

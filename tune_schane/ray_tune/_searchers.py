@@ -1,6 +1,6 @@
 """One Ray ``Searcher`` over the grid: a searcher per cell, ``repeats`` seeds per config, cells that share.
 
-- Each grid cell has its own searcher (:mod:`.optuna_search`: a TPE or random Optuna study, or the
+- Each grid cell has its own searcher (:mod:`._optuna_search`: a TPE or random Optuna study, or the
   grid list), so a batch-size ablation gives every cell its own study instead of letting one TPE
   abandon the small batches; cells take turns.
 - Each sampled config becomes ``repeats`` trials with consecutive seeds; the cell's searcher hears
@@ -24,8 +24,8 @@ from ..faults import fault_point
 from ..search.cell_sharing import CellSharing, Offer, covers
 from ..space.search_space import SearchSpace
 from ..space.storage import cell_key
-from .optuna_search import PruningAwareOptunaSearch, make_cell_searcher
-from .trainable import CELL_KEY, CONFIG_KEY, STATUS_KEY, trial_status
+from ._optuna_search import PruningAwareOptunaSearch, make_cell_searcher
+from ._trainable import CELL_KEY, CONFIG_KEY, STATUS_KEY, trial_status
 
 
 class PickledState:

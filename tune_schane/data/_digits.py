@@ -8,7 +8,7 @@ time in the model, not the loader.
 The data set has no official split, so one is fixed here (stratified 80/20, seed 0, independent of
 every trial seed): the 360 held-out images are the *test* split, sealed from a search (dropped
 before anything is returned unless asked for), and the other 1437 are the training pool that
-:func:`~tune_schane.data.bundle.build_data` carves the validation set out of.
+:func:`~tune_schane.data._bundle.build_data` carves the validation set out of.
 
 Augmentation: random resized crop with mild aspect change, rotation, shift and brightness/contrast
 jitter in one affine resample; no horizontal flip (a flipped 2 or 5 is not the same digit).
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grey import GreyImages, Normalise, RandomAffineView
+from ._grey import GreyImages, Normalise, RandomAffineView
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2

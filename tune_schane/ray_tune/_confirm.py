@@ -25,11 +25,11 @@ from ..faults import fault_point
 from ..search.confirm import ConfirmJob, done_keys
 from ..space.search_space import SearchSpace
 from ..store.trial_store import TrialStore
-from .driver import EXPERIMENT_STATE_PERIOD_S, _bundle, trial_dirname
-from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
-from .searchers import PickledState
-from .train_workers import ReleaseTrainResources
-from .trainable import CONFIG_KEY, JOB_KEY, STAGE_KEY, trainable
+from ._driver import EXPERIMENT_STATE_PERIOD_S, _bundle, trial_dirname
+from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
+from ._searchers import PickledState
+from ._train_workers import ReleaseTrainResources
+from ._trainable import CONFIG_KEY, JOB_KEY, STAGE_KEY, trainable
 
 
 class ConfirmSearcher(PickledState, Searcher):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .negatives import NegativeBudget
-from .schane import SCHaNeLoss
+from ._negatives import NegativeBudget
+from ._schane import SCHaNeLoss
 
 
 class SupConLoss(nn.Module):

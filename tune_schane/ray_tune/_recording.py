@@ -20,8 +20,8 @@ from ..finetune.config import TrialConfig
 from ..space.search_space import SearchSpace
 from ..store.records import read_evaluation, read_outputs, record_trial
 from ..store.trial_store import TrialStore
-from .train_workers import WORKER_NODES_KEY
-from .trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, trial_status
+from ._train_workers import WORKER_NODES_KEY
+from ._trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, trial_status
 
 
 def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, trial_id: str, config: dict,

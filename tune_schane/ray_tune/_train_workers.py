@@ -26,7 +26,7 @@ here; any other worker failure errors the trial (Tune retries it from its checkp
 
 A Train job belongs to its Tune trial's process: when Tune stops the trial (ASHA), the trial's
 actor goes and the controller, its workers and their placement group with it. The driver turns
-actor reuse off for spaces with such trials (:func:`tune_schane.ray_tune.driver.run_sweep`).
+actor reuse off for spaces with such trials (:func:`tune_schane.ray_tune._driver.run_sweep`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ from ..finetune.config import TrialConfig
 from ..finetune.outcomes import METRIC_KEYS
 from ..finetune.train import TrialStopped, is_out_of_memory
 from ..finetune.trial import Trial
+from ..space.search_space import TRAIN_DRIVER_CPU
+from ._private_apis import ray_placement_group, torch_trainer_without_pg_cleaner
 
-DRIVER_CPU = 0.1  # the Tune trial's own bundle: it waits on the Train job and copies its checkpoints
+DRIVER_CPU = TRAIN_DRIVER_CPU  # the Tune trial's own bundle: it waits on the Train job and copies its checkpoints
 WORKER_NODES_KEY = "worker_nodes"  # "ip,ip": the node of each worker, in rank order
 PLACEMENT_KEY = "train_placement_group"  # hex id of the workers' placement group (ReleaseTrainResources)
 
@@ -62,7 +64,8 @@ class ReleaseTrainResources(tune.Callback):
     controller and the workers, but the reservation would stay until the sweep ends and starve the
     next data-parallel trials. Ray Train's own ``PlacementGroupCleaner`` removes it by watching the
     controller through the State API, which needs the dashboard (``ray[default]``); without it that
-    detached actor warns every second and outlives the sweep, so :class:`_Trainer` leaves it out
+    detached actor warns every second and outlives the sweep, so :func:`._private_apis.torch_trainer_without_pg_cleaner`
+    leaves it out
     and this callback does its job from the id that rank 0 reports. Removing a group that the
     controller already removed (a trial that ended normally) is a no-op.
     """
@@ -78,31 +81,17 @@ class ReleaseTrainResources(tune.Callback):
 
 
 def _release(trial) -> None:
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+    from ray.util.placement_group import placement_group_table, remove_placement_group
 
     pg_hex = (trial.last_result or {}).get(PLACEMENT_KEY)
     if not pg_hex:
         return
-    group = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
+    group = ray_placement_group(pg_hex)
     try:
         if placement_group_table(group).get("state") not in (None, "REMOVED"):
             remove_placement_group(group)
     except Exception:  # already gone, or the GCS answered late: nothing left to free
         pass
-
-
-def _trainer_class():
-    from ray.train.torch import TorchTrainer
-
-    class _Trainer(TorchTrainer):
-        """TorchTrainer without Ray's PlacementGroupCleaner (see :class:`ReleaseTrainResources`)."""
-
-        def _create_default_callbacks(self):
-            return [cb for cb in super()._create_default_callbacks()
-                    if type(cb).__name__ != "PlacementGroupCleanerCallback"]
-
-    return _Trainer
 
 
 class _Forward(ray.train.UserCallback):
@@ -128,7 +117,7 @@ def run_workers(config: dict[str, Any], trial_config: TrialConfig, *, status_key
     run_name = f"train-{uuid.uuid4().hex[:8]}"  # one per attempt: a retry never picks up an old run's state
     loop_config = {"trial": trial_config.to_dict(), "resources": resources, "resume": tune.get_checkpoint(),
                    "keys": (status_key, error_key)}
-    trainer = _trainer_class()(
+    trainer = torch_trainer_without_pg_cleaner()(
         worker_loop, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=trial_config.workers, use_gpu=gpu > 0,
                                                resources_per_worker=per_worker),

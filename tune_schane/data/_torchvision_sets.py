@@ -2,7 +2,7 @@
 
 Each entry names the torchvision class and its training-pool/test split arguments. The pool is the
 split a fine-tuning benchmark trains on (pets/aircraft: ``"trainval"``); the validation set a search
-scores is carved out of it by :func:`~tune_schane.data.bundle.build_data`. The official test split
+scores is carved out of it by :func:`~tune_schane.data._bundle.build_data`. The official test split
 (Flowers102: ``split="test"``, not its small ``"val"``) is the sealed *test* split: its dataset is
 constructed only with ``include_test``, so a search never reads it.
 

@@ -25,8 +25,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .functional import check_inputs, mean_over_groups, mean_over_valid, schane_per_anchor
-from .negatives import NegativeBudget
+from ._functional import check_inputs, mean_over_groups, mean_over_valid, schane_per_anchor
+from ._negatives import NegativeBudget
 from .output import LossOutput
 
 

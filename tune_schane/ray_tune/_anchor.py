@@ -18,7 +18,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from ..space.search_space import DefineByRun, SearchSpace
-from .trainable import CELL_KEY, CONFIG_KEY
+from ._trainable import CELL_KEY, CONFIG_KEY
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def train_command(args: argparse.Namespace) -> int:
     from ..finetune.runner import run_trial
     from ..store.records import record_trial
     from ..store.trial_store import check_name
-    from .progress import TrainProgress
+    from ._progress import TrainProgress
 
     loaded = load_config(args.config, args.overrides)
     config = loaded.config

@@ -11,14 +11,14 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from ..space.search_space import SearchSpace
-from .anchor import ray_optuna_asha
-from .connect import checked_address, shipped_code
-from .recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
-from .scheduler import CellASHA
-from .searchers import CellSearcher
-from .trackers import tracker_callbacks
-from .train_workers import DRIVER_CPU, ReleaseTrainResources
-from .trainable import CONFIG_KEY, trainable
+from ._anchor import ray_optuna_asha
+from ._connect import checked_address, shipped_code
+from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
+from ._scheduler import CellASHA
+from ._searchers import CellSearcher
+from ._trackers import tracker_callbacks
+from ._train_workers import DRIVER_CPU, ReleaseTrainResources
+from ._trainable import CONFIG_KEY, trainable
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,

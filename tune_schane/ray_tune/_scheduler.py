@@ -9,8 +9,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ..search.group_asha import STOP, WAIT, GroupASHA
 from ..space.search_space import SearchSpace
-from .searchers import PickledState
-from .trainable import CELL_KEY
+from ._searchers import PickledState
+from ._trainable import CELL_KEY
 
 
 class CellASHA(PickledState, FIFOScheduler):

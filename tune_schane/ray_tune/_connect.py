@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import BadInput
+from ._private_apis import ray_recorded_address, ray_resolve_auto
 
 PROBE_TIMEOUT_S = 10.0  # per step (connect, handshake): a dead address is refused within ~20 s at worst
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
@@ -81,17 +82,15 @@ def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
 def _auto_target() -> tuple[str, str]:
     """``(host:port, where it came from)`` for ``--address auto``, found as Ray finds it."""
-    from ray._common.utils import get_ray_address_file
-    from ray._private import services
-
+    recorded, address_file = ray_recorded_address()
     if os.environ.get("RAY_ADDRESS"):
         where = "from RAY_ADDRESS"
-    elif services.find_bootstrap_address(None):
-        where = f"recorded in {get_ray_address_file(None)}"
+    elif recorded:
+        where = f"recorded in {address_file}"
     else:
         where = "a head running on this machine"
     try:
-        target = services.canonicalize_bootstrap_address("auto")
+        target = ray_resolve_auto()
     except (ConnectionError, ValueError):
         raise BadInput("--address auto: no running Ray cluster found on this machine "
                        "(start one with `ray start --head`, or give HOST:PORT)") from None

@@ -24,7 +24,7 @@ from ..finetune.config import TrialConfig
 from ..finetune.outcomes import METRIC_KEYS
 from ..finetune.train import TrialStopped
 from ..finetune.trial import Trial
-from .train_workers import run_workers
+from ._train_workers import run_workers
 
 STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"

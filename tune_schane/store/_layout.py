@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import BadInput
-from .schema import ADDED_COLUMNS, METADATA_TABLE_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
+from ._schema import ADDED_COLUMNS, METADATA_TABLE_KEY, METADATA_VERSION_KEY, SCHEMA_VERSION
 
 _KEYED = re.compile(r"-s([0-9a-f]{16})\.parquet$")
 PARTITION_PREFIX = "sweep="

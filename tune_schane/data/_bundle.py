@@ -29,14 +29,14 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ..errors import BadInput
-from .digits import NUM_CLASSES, digits_transforms, load_digits_split
-from .digits import TEST_FROM as DIGITS_TEST_FROM
+from ._digits import NUM_CLASSES, digits_transforms, load_digits_split
+from ._digits import TEST_FROM as DIGITS_TEST_FROM
+from ._fewshot import few_shot_indices, stratified_subset
+from ._grey import Normalise, RandomAffineView
+from ._torchvision_sets import SPLITS, image_folder_test, labels_of, load_image_folder, load_torchvision
+from ._views import MultiView, Subset, Transformed
 from .fashion_mnist import TEST_FROM as FASHION_TEST_FROM
 from .fashion_mnist import load_fashion_mnist
-from .fewshot import few_shot_indices, stratified_subset
-from .grey import Normalise, RandomAffineView
-from .torchvision_sets import SPLITS, image_folder_test, labels_of, load_image_folder, load_torchvision
-from .views import MultiView, Subset, Transformed
 
 DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", *SPLITS, "imagefolder")
 DEFAULT_VAL_FRACTION = 0.2  # of the training pool, when val_size is None

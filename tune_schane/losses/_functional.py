@@ -93,7 +93,7 @@ def schane_per_anchor(
     SCHaNe denominator. This is ``-1/|P| Σ_p log(exp(l_ip)/D_i)`` rearranged so that no ``[N, N]``
     log-probability and no positive mask is materialised (positives = same label minus self).
 
-    ``keep: [N, N]`` bool (a negatives budget, :mod:`.negatives`) restricts every anchor to the pairs
+    ``keep: [N, N]`` bool (a negatives budget, :mod:`._negatives`) restricts every anchor to the pairs
     it may see: ``P(i)``, ``N(i)``, the hardness weights' normalisation and the reported counts then
     run over kept pairs only (self is excluded whatever ``keep`` says). None: every pair.
     """
