@@ -23,8 +23,8 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..faults import fault_point
 from ..search.confirm import ConfirmJob, done_keys
+from ..search.ledger import ResumeLedger
 from ..space.search_space import SearchSpace
-from ..store.trial_store import TrialStore
 from ._driver import EXPERIMENT_STATE_PERIOD_S, _bundle, trial_dirname
 from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from ._searchers import PickledState
@@ -50,9 +50,9 @@ class ConfirmSearcher(PickledState, Searcher):
 
     def skip_stored(self) -> None:
         """Count as handed out every job the store holds with an ending (see the module docstring)."""
-        store = TrialStore(self.store_uri)
-        if store.exists():
-            self.handed |= done_keys(store.load_trials(self.sweep_id))
+        rows = ResumeLedger.read(self.store_uri, self.sweep_id).rows()
+        if not rows.empty:
+            self.handed |= done_keys(rows)
 
     def suggest(self, trial_id: str) -> dict | None:
         job = next((job for job in self.jobs if job.key not in self.handed), None)

@@ -105,7 +105,7 @@ def run_sweep(
         elif strategy == "cells":
             cell_searcher = CellSearcher(space, sweep_id, store_uri)
             searcher = ConcurrencyLimiter(cell_searcher, max_concurrent=space.max_concurrent)
-            scheduler = CellASHA(space) if space.scheduler == "asha" else FIFOScheduler()
+            scheduler = CellASHA(space, store_uri, sweep_id) if space.scheduler == "asha" else FIFOScheduler()
             total = len(space.cells()) * space.num_samples * space.repeats
         else:
             raise ValueError(f"strategy: {strategy!r} is not 'cells' or 'ray-optuna'")

@@ -17,6 +17,7 @@ from ray import tune
 
 from ..faults import fault_point
 from ..finetune.config import TrialConfig
+from ..search.ledger import ResumeLedger
 from ..space.search_space import SearchSpace
 from ..store.records import read_evaluation, read_outputs, record_trial
 from ..store.trial_store import TrialStore
@@ -74,11 +75,7 @@ class StoreCallback(tune.Callback):
         than their end and run them again; their first ending stands (the Optuna study keeps it too),
         so a rerun is not written over it. Errored trials are retried on purpose: not settled.
         """
-        store = TrialStore(self.store_uri)
-        self.ended, self.settled = [], set()
-        if store.exists():
-            rows = store.load_trials(self.sweep_id)
-            self.settled = set(rows.loc[~rows["status"].isin(["error", "running"]), "trial_id"])
+        self.ended, self.settled = [], ResumeLedger.read(self.store_uri, self.sweep_id).settled()
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         fault_point("result")
@@ -173,7 +170,7 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
     does not finish a finished trial twice. Ray's own results are the source here.
     """
     store = TrialStore(store_uri)
-    known = set(store.load_trials(sweep_id)["trial_id"])
+    known = ResumeLedger.read(store_uri, sweep_id).known()
     missing = [r for r in results if r.metrics and r.metrics.get("trial_id") not in known]
     for result in missing:
         record_ray_trial(store, sweep_id, space, trial_id=result.metrics["trial_id"], config=result.config,

@@ -8,6 +8,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ..search.group_asha import STOP, WAIT, GroupASHA
+from ..search.ledger import ResumeLedger, replay_rungs
 from ..space.search_space import SearchSpace
 from ._searchers import PickledState
 from ._trainable import CELL_KEY
@@ -26,9 +27,10 @@ class CellASHA(PickledState, FIFOScheduler):
     on or all stop, so every completed config keeps all its seeds.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, store_uri: str | None = None, sweep_id: str | None = None) -> None:
         super().__init__()
-        self.space = space
+        self.space, self.store_uri, self.sweep_id = space, store_uri, sweep_id
+        self.ledger: ResumeLedger | None = None  # read at the first restored trial (see _replay)
         self.by_cell: dict[int, GroupASHA] = {}
         self.stopped = 0  # trials stopped early, over every cell
         self.paused = 0  # times a seed waited for its siblings at a rung
@@ -52,6 +54,24 @@ class CellASHA(PickledState, FIFOScheduler):
         self.trials[trial.trial_id] = trial
         group = str(trial.config.get("group", trial.trial_id))  # the searcher's group: one config's seeds
         self._cell(trial).add(trial.trial_id, group, self.space.repeats if "group" in trial.config else 1)
+        if trial.last_result:  # restored by --resume: Ray gives back the scheduler as it was at the start
+            self._replay(tune_controller, trial)
+
+    def _replay(self, tune_controller, trial) -> None:
+        """Record again the rung results a restored trial had reported (tune_schane.search.ledger).
+
+        An ended trial's reports come from the store (else its last checkpoint, for one killed before its
+        row landed); a trial that will run again from its checkpoint replays the reports up to it.
+        """
+        if self.ledger is None:
+            self.ledger = ResumeLedger.read(self.store_uri, self.sweep_id, epochs=True)
+        ended = trial.status == Trial.TERMINATED
+        curve = (self.ledger.curve(trial.trial_id, self._metric) if ended else []) or _checkpoint_curve(
+            trial, self._metric)
+        last = curve[-1][0] if curve else int(trial.last_result.get("epoch") or 0)
+        released = replay_rungs(self._cell(trial), trial.trial_id, curve, ended_after=last if ended else None)
+        self._release(tune_controller, {t: go for t, go in released.items()
+                                        if t in self.trials and self.trials[t].status != Trial.TERMINATED})
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self.resumable.discard(trial.trial_id)
@@ -129,3 +149,14 @@ class CellASHA(PickledState, FIFOScheduler):
     def debug_string(self) -> str:
         waits = f", {self.paused} waits for sibling seeds" if self.paused else ""
         return f"ASHA per grid cell ({len(self.by_cell)} cells): {self.stopped} trials stopped early{waits}"
+
+
+def _checkpoint_curve(trial, metric: str) -> list[tuple[int, float]]:
+    """``(epoch, value)`` of the reports in a trial's latest checkpoint (its history file); none without one."""
+    from ..store.records import read_outputs
+
+    checkpoint = getattr(trial, "checkpoint", None)
+    outputs = read_outputs(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
+    if outputs is None:
+        return []
+    return [(int(h["epoch"]), float(h[metric])) for h in outputs[1] if metric in h]

@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 
 from ..faults import fault_point
 from ..search.cell_sharing import CellSharing, Offer, covers
+from ..search.ledger import ResumeLedger
 from ..space.search_space import SearchSpace
 from ..space.storage import cell_key
 from ._optuna_search import PruningAwareOptunaSearch, make_cell_searcher
@@ -74,14 +75,9 @@ class CellSearcher(PickledState, Searcher):
         booked as it was: its seed taken off its group's queue, or its group made again with its
         config (the cell's study asked for exactly that config), then told how it ended.
         """
-        if not getattr(self, "store_uri", None) or not getattr(self, "sweep_id", None):
+        rows = ResumeLedger.read(getattr(self, "store_uri", None), getattr(self, "sweep_id", None)).rows()
+        if rows.empty:
             return 0
-        from ..store.trial_store import TrialStore
-
-        store = TrialStore(self.store_uri)
-        if not store.exists():
-            return 0
-        rows = store.load_trials(self.sweep_id)
         return sum(self._adopt(row) for row in rows.itertuples() if row.trial_id not in self.assignments)
 
     def _adopt(self, row) -> bool:
