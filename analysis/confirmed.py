@@ -17,8 +17,8 @@ import math
 
 import pandas as pd
 
-from tune_schane.confirm import confirm_rows as confirm_part
-from tune_schane.confirm import search_rows as search_part
+from tune_schane.search.confirm import confirm_rows as confirm_part
+from tune_schane.search.confirm import search_rows as search_part
 
 from .seed_stats import MIN_SEEDS, interval, paired_table, prob_improvement, slope_table
 from .sensitivity import subset_seed

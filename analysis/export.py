@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from tune_schane.config import dump_config
 from tune_schane.errors import BadInput
-from tune_schane.records import config_from_row
+from tune_schane.finetune.config import dump_config
+from tune_schane.store.records import config_from_row
 
 from .sensitivity import objective_mode
 from .values import plain
@@ -107,7 +107,7 @@ def confirmed_numbers(trials: pd.DataFrame, trial_id: str) -> dict[str, Any] | N
 
 
 def export_best(trials: pd.DataFrame, out: str | Path, by: str | None = None) -> list[Path]:
-    """Write the best config(s) into folder ``out`` with :func:`tune_schane.config.dump_config`.
+    """Write the best config(s) into folder ``out`` with :func:`tune_schane.finetune.config.dump_config`.
 
     One file per group (see :func:`export_name`); returns the paths written, in group order. The
     config is the search's choice (best on val); where the confirm stage retrained it, its test numbers

@@ -8,7 +8,7 @@ Each usable trial (``completed`` by default) becomes a ``FrozenTrial`` with the 
 sampled (the store's ``params`` column, grid axes included; the config columns that vary when a row
 has none) and its ``best_objective``. Each parameter's distribution is the one the sweep sampled it
 from, read from the sweep's search space saved in the store (``distributions``, see
-:meth:`tune_schane.space.SearchSpace.distributions`). Only where no space is known (single ``train``
+:meth:`tune_schane.space.search_space.SearchSpace.distributions`). Only where no space is known (single ``train``
 runs, a space this version cannot parse) or for a parameter the space does not name is it inferred
 from the stored values:
 
@@ -42,7 +42,7 @@ COLUMNS = ["scope", "param", "importance"]
 
 
 def _config_fields() -> set[str]:
-    from tune_schane.config import field_types
+    from tune_schane.finetune.config import field_types
 
     return set(field_types())
 

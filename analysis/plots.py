@@ -286,7 +286,7 @@ def plot_paired_seeds(paired_diffs: pd.DataFrame, ax: Any = None, method: str = 
     seeds of each seed's difference averaged over batch sizes, with its interval over seeds
     (:func:`analysis.seed_stats.interval`); none below the minimum number of seeds.
     """
-    from analysis.seed_stats import interval
+    from .seed_stats import interval
 
     fig, ax = _axes(ax)
     if paired_diffs.empty:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tune_schane.outcomes import TRIAL_STATUSES as STATUSES
+from tune_schane.finetune.outcomes import TRIAL_STATUSES as STATUSES
 
 from .seed_stats import interval, paired_table, slope_table
 

@@ -1,7 +1,7 @@
-"""Turning the store's pandas/numpy cells back into plain Python values (one rule, in tune_schane.records)."""
+"""Turning the store's pandas/numpy cells back into plain Python values (one rule, in tune_schane.store.records)."""
 
 from __future__ import annotations
 
-from tune_schane.records import plain
+from tune_schane.store.records import plain
 
 __all__ = ["plain"]

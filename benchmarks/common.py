@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from tune_schane.memory import peak_memory_mib  # noqa: F401  (re-exported for the benchmarks)
+from tune_schane.finetune.memory import peak_memory_mib  # noqa: F401  (re-exported for the benchmarks)
 
 
 def sync(device: torch.device) -> None:

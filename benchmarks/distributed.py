@@ -3,7 +3,7 @@
 The step is the loop's own (CLCE, λ = 0.5, τ = 0.1, β = 1, two views per image, AdamW): in one
 process, ``plain_step`` on all ``B`` images with ``W`` threads; in ``W`` processes of one thread
 each, ``plain_step`` on ``B/W`` images with the global-batch loss (embeddings, logits and labels
-gathered) and the gradients averaged (tune_schane/distributed.py). Same cores, same images, same
+gathered) and the gradients averaged (tune_schane/finetune/distributed.py). Same cores, same images, same
 gradient; the ratio says what the gather and the gradient all-reduce cost on top of splitting the
 work. The communication alone (gathering the rows and averaging the gradients, without the
 forward/backward) is timed too, as its share of the worker's step.
@@ -32,8 +32,8 @@ CPU = torch.device("cpu")
 
 
 def _setup(model_name: str, img: int, images: int, seed: int = 0):
+    from tune_schane.finetune.model import build_model
     from tune_schane.losses import build_loss
-    from tune_schane.model import build_model
 
     torch.manual_seed(seed)
     model = build_model(model_name, NUM_CLASSES, img_size=img).train()
@@ -45,8 +45,8 @@ def _setup(model_name: str, img: int, images: int, seed: int = 0):
 
 
 def _train_step(model, x, y, loss_fn, optimizer, replica=None) -> None:
-    from tune_schane.distributed import average_gradients
-    from tune_schane.gradcache import plain_step
+    from tune_schane.finetune.distributed import average_gradients
+    from tune_schane.finetune.gradcache import plain_step
 
     optimizer.zero_grad(set_to_none=True)
     plain_step(model, x, y, loss_fn, detach_classifier=False, autocast=contextlib.nullcontext)
@@ -56,7 +56,7 @@ def _train_step(model, x, y, loss_fn, optimizer, replica=None) -> None:
 
 
 def _worker(rank: int, world: int, init: str, out: str, model_name: str, img: int, batch: int, repeats: int) -> None:
-    from tune_schane.distributed import GlobalBatchLoss, Replica, average_gradients, gather_rows
+    from tune_schane.finetune.distributed import GlobalBatchLoss, Replica, average_gradients, gather_rows
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)

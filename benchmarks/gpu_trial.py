@@ -13,8 +13,8 @@ import sys
 import torch
 
 from benchmarks.common import machine_line
-from tune_schane.config import TrialConfig
-from tune_schane.trial import Trial
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.trial import Trial
 
 CASES = [  # (label, overrides)
     ("vit_s16@224 ce b128 bf16", {"loss": "ce", "batch_size": 128}),

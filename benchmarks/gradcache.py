@@ -47,7 +47,7 @@ def _inputs(images: int, img: int, device: torch.device) -> tuple[torch.Tensor, 
 
 def _step(model, x, y, loss_fn, autocast, chunk_rows: int | None) -> None:
     """One training step from ``.grad = None`` (as after the loop's ``zero_grad``); grads memory counts."""
-    from tune_schane.gradcache import cached_step, plain_step
+    from tune_schane.finetune.gradcache import cached_step, plain_step
 
     if chunk_rows is None:
         plain_step(model, x, y, loss_fn, detach_classifier=False, autocast=autocast)
@@ -62,8 +62,8 @@ def _grads(model) -> list[torch.Tensor]:
 def measure(name: str, img: int, chunk: int, device: torch.device, *, factor: int = 8, repeats: int | None = None,
             amp: bool = False) -> dict:
     """One table row: the three steps of ``name`` at ``img`` px with chunks of ``chunk`` images."""
+    from tune_schane.finetune.model import build_model
     from tune_schane.losses import build_loss
-    from tune_schane.model import build_model
 
     torch.manual_seed(0)
     model = build_model(name, NUM_CLASSES, img_size=img).to(device).train()

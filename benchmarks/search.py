@@ -8,10 +8,10 @@ under a digest of the space and the reference's size). Strategies:
 
 - ``random+fifo``: random configs per cell, every trial trained to the end (the cost baseline);
 - ``ray-optuna+asha``: Ray's ``OptunaSearch`` over the whole space (grid axes categorical) and one
-  ``ASHAScheduler`` over all trials, the anchor (tune_schane/ray_tune/anchor.py);
+  ``ASHAScheduler`` over all trials, the anchor (tune_schane/ray_tune/_anchor.py);
 - ``cells``: per-cell TPE + per-cell ASHA, no sharing between cells (the first round's default);
 - ``default``: per-cell TPE + ASHA with the searcher switches' defaults (warm starts from neighbouring
-  cells, patience; tune_schane/cell_sharing.py), i.e. what a space file gets without saying anything;
+  cells, patience; tune_schane/search/cell_sharing.py), i.e. what a space file gets without saying anything;
 - ``--variant NAME:warm_start=2,patience=3,startup_trials=3``: more points of the frontier.
 
 Printed per strategy: the mean over seeds of the mean absolute per-cell gap to the reference
@@ -43,7 +43,7 @@ NO_SHARING = {"warm_start": 0, "patience": 0}
 
 def strategies(base, variants: list[str]) -> dict[str, tuple[object, str]]:
     """Name -> (space, run_sweep strategy)."""
-    from tune_schane.space_schema import PATIENCE, STARTUP_TRIALS, WARM_START
+    from tune_schane.space.schema import PATIENCE, STARTUP_TRIALS, WARM_START
 
     out = {
         "random+fifo": (dataclasses.replace(base, searcher="random", scheduler="fifo", **NO_SHARING), "cells"),

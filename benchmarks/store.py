@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tune_schane.compaction import compact
 from tune_schane.store import TrialStore
+from tune_schane.store.compaction import compact
 
 STATUSES = ("completed", "completed", "completed", "pruned", "oom", "diverged")
 

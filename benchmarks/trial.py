@@ -1,6 +1,6 @@
 """Images/s of the bare training loop (no Ray) for a tiny and a small timm model.
 
-The loop is :class:`tune_schane.trial.Trial` exactly as a sweep runs it (two views, CLCE loss,
+The loop is :class:`tune_schane.finetune.trial.Trial` exactly as a sweep runs it (two views, CLCE loss,
 AdamW, data on the embedded digits). Throughput is the training images/s of the last epoch (the
 first pays for lazy initialisation). ``benchmarks.sweep`` measures the same configs under Ray Tune.
 
@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from benchmarks.common import devices, machine_line
-from tune_schane.config import TrialConfig
+from tune_schane.finetune.config import TrialConfig
 
 MODELS = {  # name -> (timm model, input size)
     "tiny": ("test_vit", 32),
@@ -31,7 +31,7 @@ def bench_config(size: str, device: str, epochs: int = 2, batch_size: int = 64) 
 
 
 def bare_images_per_s(config: TrialConfig) -> float:
-    from tune_schane.trial import Trial
+    from tune_schane.finetune.trial import Trial
 
     history = list(Trial(config).run())
     return history[-1]["images_per_s"]

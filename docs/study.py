@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.command import resolve_sweep
-from analysis.seed_stats import interval, paired_table, slope_table
-from analysis.sensitivity import subset_seed
-from tune_schane.confirm import confirm_rows, search_rows
+from tune_schane.analysis.command import resolve_sweep
+from tune_schane.analysis.seed_stats import interval, paired_table, slope_table
+from tune_schane.analysis.sensitivity import subset_seed
+from tune_schane.search.confirm import confirm_rows, search_rows
 
 CONTRASTIVE = ["supcon_ce", "clce", "supcon", "schane"]
 ARMS = ["ce", *CONTRASTIVE]

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from tune_schane.config import TrialConfig, field_types
-from tune_schane.records import epoch_rows, trial_row
+from tune_schane.finetune.config import TrialConfig, field_types
 from tune_schane.store import TrialStore
+from tune_schane.store.records import epoch_rows, trial_row
 
 SPACE_TEXT = """name: tiny
 grid:

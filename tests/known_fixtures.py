@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from tune_schane.config import TrialConfig
-from tune_schane.records import trial_row
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.store import TrialStore
+from tune_schane.store.records import trial_row
 
 
 def trial(trial_id: str, loss: str, batch: int, objective: float | None, *, status: str = "completed",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tune_schane.data.fashion_mnist import DEFAULT_ROOT, FILES
-from tune_schane.pretrained import PACKAGED
+from tune_schane.finetune.pretrained import PACKAGED
 
 
 def need(available: bool, how: str) -> None:

@@ -13,17 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.command import analyze_command, export_command
-from analysis.export import best_trials, config_from_row, export_best
-from analysis.importance import param_importance, study_from_trials
-from analysis.report import Report, build_report, write_report
-from analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
-from analysis.slices import budget_per_trial, budget_table, slice_frame
 from tests.analysis_fixtures import build_store, frame, history, trial
-from tune_schane.config import TrialConfig, load_config
+from tune_schane.analysis.command import analyze_command, export_command
+from tune_schane.analysis.export import best_trials, config_from_row, export_best
+from tune_schane.analysis.importance import param_importance, study_from_trials
+from tune_schane.analysis.report import Report, build_report, write_report
+from tune_schane.analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
+from tune_schane.analysis.slices import budget_per_trial, budget_table, slice_frame
 from tune_schane.errors import BadInput
-from tune_schane.records import trial_row
+from tune_schane.finetune.config import TrialConfig, load_config
 from tune_schane.store import TrialStore
+from tune_schane.store.records import trial_row
 
 SIZES = (16, 32, 64, 128)
 
@@ -169,8 +169,8 @@ def test_study_distributions_and_conditional_params():
 
 
 def test_importance_takes_the_distributions_of_the_saved_space():
-    from analysis.report import space_distributions
     from tests.analysis_fixtures import SPACE_TEXT
+    from tune_schane.analysis.report import space_distributions
 
     rows = [trial("ce", 32 * (1 + i % 2), 0.6 + 0.01 * i, lr=1e-3 * (1 + i)) for i in range(5)]  # < 1 decade
     data = frame(rows)
@@ -353,7 +353,7 @@ def test_command_errors(tmp_path):
 
 
 def test_import_analysis_stays_light():
-    code = ("import sys, analysis, analysis.command, analysis.report, analysis.export\n"
+    code = ("import sys, tune_schane.analysis.command, tune_schane.analysis.report, tune_schane.analysis.export\n"
             "print('matplotlib' in sys.modules, 'optuna' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from analysis.command import analyze_command, export_command
-from analysis.export import best_trials, config_from_row, export_best
-from analysis.importance import param_importance, study_from_trials
-from analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
-from analysis.slices import budget_table, slice_frame
 from tests.known_fixtures import frame, real_store, sloped, trial
-from tune_schane.config import load_config
+from tune_schane.analysis.command import analyze_command, export_command
+from tune_schane.analysis.export import best_trials, config_from_row, export_best
+from tune_schane.analysis.importance import param_importance, study_from_trials
+from tune_schane.analysis.sensitivity import batch_size_table, batch_size_trend, paired_seeds
+from tune_schane.analysis.slices import budget_table, slice_frame
 from tune_schane.errors import BadInput
+from tune_schane.finetune.config import load_config
 from tune_schane.store import TrialStore
 
 

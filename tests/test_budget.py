@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
-from tune_schane.group_asha import GroupASHA
-from tune_schane.runner import run_trial
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.runner import run_trial
+from tune_schane.finetune.trial import Trial
+from tune_schane.search.group_asha import GroupASHA
 from tune_schane.space import parse_space
-from tune_schane.trial import Trial
 
 
 def tiny(**overrides) -> TrialConfig:

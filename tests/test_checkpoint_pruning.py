@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pytest
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
-from tune_schane.ray_tune.recording import StoreCallback  # noqa: E402
+from tune_schane.ray_tune._recording import StoreCallback  # noqa: E402
 
 
 def test_checkpoints_of_an_ended_trial_wait_for_a_saved_state_that_knows_it_ended(tmp_path):

@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tune_schane.cli import main
-from tune_schane.config import TrialConfig
-from tune_schane.records import trial_row
+from tune_schane.cli.main import main
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.store import TrialStore
+from tune_schane.store.records import trial_row
 
 GOOD_SPACE = """\
 name: ok

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.sensitivity import batch_size_table
 from tests.raykit import VENV_BIN, free_port, kill_marked, ray_env, ray_start
+from tune_schane.analysis.sensitivity import batch_size_table
 from tune_schane.store import TrialStore
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.confirmed import confirm_summary
-from tune_schane.config import TrialConfig
-from tune_schane.confirm import (
+from tune_schane.analysis.confirmed import confirm_summary
+from tune_schane.errors import BadInput
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.search.confirm import (
     CONFIRM_SEED_BASE,
     confirm_seeds,
     done_keys,
@@ -23,7 +24,6 @@ from tune_schane.confirm import (
     plan_confirm,
     ranked_configs,
 )
-from tune_schane.errors import BadInput
 from tune_schane.space import parse_space
 
 SPACE = {

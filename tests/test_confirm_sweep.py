@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.raykit import VENV_BIN, kill_marked, ray_env
-from tune_schane.confirm import CONFIRM_SEED_BASE
 from tune_schane.data.fashion_mnist import DEFAULT_ROOT, FILES
 from tune_schane.faults import KILL_ENV
+from tune_schane.search.confirm import CONFIRM_SEED_BASE
 from tune_schane.store import TrialStore
 
 pytestmark = [pytest.mark.slow,
@@ -106,7 +106,7 @@ def test_search_never_reads_test_then_confirm_survives_sigkill(tmp_path):
                         "GROUP BY stage ORDER BY stage").fetchall()
     assert counts == [("confirm", 10, 10), ("search", 4, 0)]
 
-    from analysis.command import analyze_command
+    from tune_schane.analysis.command import analyze_command
 
     assert analyze_command(str(tmp_path / "store"), "c1", str(tmp_path / "report")) == 0
     page = (tmp_path / "report" / "report.html").read_text()

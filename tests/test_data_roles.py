@@ -19,16 +19,16 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.export import config_from_row
-from tune_schane.config import TrialConfig, dump_config, load_config
+from tune_schane.analysis.export import config_from_row
 from tune_schane.data import build_data
 from tune_schane.data import bundle as bundle_module
-from tune_schane.data.digits import split_indices
+from tune_schane.data._digits import split_indices
 from tune_schane.data.fashion_mnist import DEFAULT_ROOT, FILES, load_fashion_mnist
 from tune_schane.errors import BadInput
-from tune_schane.model import build_model
+from tune_schane.finetune.config import TrialConfig, dump_config, load_config
+from tune_schane.finetune.model import build_model
+from tune_schane.finetune.trial import Trial
 from tune_schane.store import TrialStore
-from tune_schane.trial import Trial
 
 from .offline_assets import need_fashion_mnist
 from .test_data import _write_cifar10

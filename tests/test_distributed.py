@@ -1,4 +1,4 @@
-"""Data-parallel steps (tune_schane/distributed.py) against one process on the same global batch.
+"""Data-parallel steps (tune_schane/finetune/distributed.py) against one process on the same global batch.
 
 Two real processes (``torch.multiprocessing`` + gloo on the CPU, no Ray), float64, a LayerNorm
 backbone (timm's test_vit) with dropout off. The reference is independent of the distributed code:
@@ -23,13 +23,13 @@ import torch.multiprocessing as mp
 from torch.utils.data import BatchSampler, SequentialSampler
 
 from tests.test_gradcache import LOSSES, NUM_CLASSES, make_loss, vit
-from tune_schane.config import TrialConfig
-from tune_schane.distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, average_gradients
 from tune_schane.errors import BadInput
-from tune_schane.gradcache import cached_step, plain_step
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.distributed import GlobalBatchLoss, Replica, ShardedBatchSampler, average_gradients
+from tune_schane.finetune.gradcache import cached_step, plain_step
+from tune_schane.finetune.optim import build_scheduler
+from tune_schane.finetune.train import evaluate, train_one_epoch
 from tune_schane.losses import build_loss
-from tune_schane.optim import build_scheduler
-from tune_schane.train import evaluate, train_one_epoch
 
 WORLD = 2
 IMAGES, VIEWS, IMG = 8, 2, 16  # 8 images per global batch, 4 per worker
@@ -222,7 +222,7 @@ def test_workers_config_is_checked():
         TrialConfig(batch_size=16, workers=3).validate()
     with pytest.raises(BadInput, match="workers: must be >= 1"):
         TrialConfig(workers=0).validate()
-    from tune_schane.trial import Trial
+    from tune_schane.finetune.trial import Trial
 
     with pytest.raises(BadInput, match="set workers=1 to run it here"):
         Trial(TrialConfig(workers=2, batch_size=16, epochs=1))
@@ -248,9 +248,21 @@ def test_large_batch_space_needs_its_workers_gpus_and_chunks_only_the_largest_ba
 
 
 def test_a_data_parallel_trial_holds_only_its_train_driver_bundle():
-    from tune_schane.ray_tune.driver import _bundle
-    from tune_schane.ray_tune.train_workers import DRIVER_CPU
+    from tune_schane.ray_tune._driver import _bundle
+    from tune_schane.ray_tune._train_workers import DRIVER_CPU
 
     resources = {"cpu": 8.0, "gpu": 1.0}
     assert _bundle({"trial_config": {"workers": 4}, "resources": resources}) == {"CPU": DRIVER_CPU}
     assert _bundle({"trial_config": {"workers": 1}, "resources": resources}) == {"CPU": 8.0, "GPU": 1.0}
+
+
+def test_two_workers_of_one_cpu_are_refused_on_two_cpus_before_anything_starts():
+    """Their Train driver's share makes 2.1 CPUs: Ray Train would retry the worker group for ever."""
+    from tune_schane.space import parse_space
+
+    space = parse_space({"name": "dp", "fixed": {"model": "test_vit", "dataset": "digits", "workers": 2},
+                         "grid": {"batch_size": [32]}, "searcher": {"type": "grid"}, "resources": {"cpu": 1}})
+    with pytest.raises(BadInput, match=r"asks for 2.1 CPUs \(2 workers \+ 0.1 for the Train driver\) but the "
+                                       r"cluster has 2"):
+        space.check_cluster(cpus=2, gpus=0)
+    space.check_cluster(cpus=3, gpus=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.expected_max import (
+from tune_schane.analysis.expected_max import (
     TABLE_COLUMNS,
     expected_max_curve,
     expected_max_iid,
@@ -18,7 +18,7 @@ from analysis.expected_max import (
     iid_weights,
     tang_weights,
 )
-from analysis.plots import plot_expected_max
+from tune_schane.analysis.plots import plot_expected_max
 
 
 @pytest.fixture(scope="module")

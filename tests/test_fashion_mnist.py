@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tune_schane.data import build_data
+from tune_schane.data._fewshot import stratified_subset
 from tune_schane.data.fashion_mnist import FILES, load_fashion_mnist
-from tune_schane.data.fewshot import stratified_subset
 from tune_schane.errors import BadInput
 
 from .offline_assets import need_fashion_mnist

@@ -19,11 +19,11 @@ import timm
 import torch
 from torch import nn
 
-from tune_schane import gradcache
-from tune_schane.gradcache import NonFiniteLoss, cached_step, plain_step
+from tune_schane.finetune import gradcache
+from tune_schane.finetune.gradcache import NonFiniteLoss, cached_step, plain_step
+from tune_schane.finetune.model import ContrastiveClassifier, build_model
 from tune_schane.losses import NonFiniteEmbeddings, build_loss
 from tune_schane.losses.clce import cross_entropy
-from tune_schane.model import ContrastiveClassifier, build_model
 
 NUM_CLASSES = 4
 IMAGES, VIEWS = 8, 2

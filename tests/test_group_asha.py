@@ -1,4 +1,4 @@
-"""ASHA over groups of seeds (tune_schane.group_asha), on its own: no Ray cluster, milliseconds.
+"""ASHA over groups of seeds (tune_schane.search.group_asha), on its own: no Ray cluster, milliseconds.
 
 With one seed per group it must decide exactly as Ray's own ASHA (one bracket) on the same stream
 of results; with several seeds a group goes on or stops as a whole, on the mean of its seeds.
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tune_schane.group_asha import CONTINUE, STOP, WAIT, GroupASHA
+from tune_schane.search.group_asha import CONTINUE, STOP, WAIT, GroupASHA
 
 
 def asha(max_t: int = 4, grace: int = 1, rf: int = 2, mode: str = "max") -> GroupASHA:

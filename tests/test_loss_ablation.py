@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.losses import build_loss
 
 from .loss_reference import naive_clce

@@ -1,15 +1,15 @@
-"""Automatic gradient-cache chunks from a step-memory estimate (tune_schane/memory.py)."""
+"""Automatic gradient-cache chunks from a step-memory estimate (tune_schane/finetune/memory.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tune_schane.config import TrialConfig
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.memory import HEADROOM, auto_chunk, step_memory_model
+from tune_schane.finetune.model import build_model
+from tune_schane.finetune.trial import Trial
 from tune_schane.losses import build_loss
-from tune_schane.memory import HEADROOM, auto_chunk, step_memory_model
-from tune_schane.model import build_model
-from tune_schane.trial import Trial
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from tune_schane.errors import BadInput
-from tune_schane.model import ContrastiveClassifier, build_model
-from tune_schane.optim import build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
+from tune_schane.finetune.model import ContrastiveClassifier, build_model
+from tune_schane.finetune.optim import build_optimizer, build_scheduler, param_groups, scaled_lr, warmup_cosine
 
 
 @pytest.mark.parametrize("name", ["test_vit", "test_resnet", "test_convnext"])

@@ -1,4 +1,4 @@
-"""The negatives budget (tune_schane/losses/negatives.py) against naive float64 loops.
+"""The negatives budget (tune_schane/losses/_negatives.py) against naive float64 loops.
 
 References: tests/loss_reference.py's loop over anchors and pairs, run on each group's rows alone
 (``group``) or told which pairs the subsample mask keeps (``subsample``); today's loss for ``all``
@@ -14,14 +14,14 @@ import timm
 import torch
 
 from tests.loss_reference import naive_anchor_losses, naive_ce, naive_grouped_schane, naive_schane
-from tune_schane.cli import main
-from tune_schane.config import TrialConfig
+from tune_schane.cli.main import main
 from tune_schane.errors import BadInput
-from tune_schane.gradcache import cached_step, plain_step
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.gradcache import cached_step, plain_step
+from tune_schane.finetune.model import ContrastiveClassifier
+from tune_schane.finetune.train import train_one_epoch
 from tune_schane.losses import NegativeBudget, SCHaNeLoss, SupConLoss, build_loss
-from tune_schane.losses.negatives import class_balanced_groups, subsample_pairs
-from tune_schane.model import ContrastiveClassifier
-from tune_schane.train import train_one_epoch
+from tune_schane.losses._negatives import class_balanced_groups, subsample_pairs
 
 BETAS = [0.0, 1.0, 4.0]
 
@@ -264,8 +264,8 @@ def test_resolved_config_drops_what_the_budget_does_not_use():
 
 
 def test_the_store_keeps_the_budget_as_typed_columns(tmp_path):
-    from tune_schane.records import config_from_row, trial_row
     from tune_schane.store import TrialStore
+    from tune_schane.store.records import config_from_row, trial_row
 
     store = TrialStore(tmp_path / "store")
     config = TrialConfig(negatives="group", negatives_size=8).resolved()
@@ -291,7 +291,7 @@ def test_the_loop_tells_the_loss_each_step_number():
 
 @pytest.mark.slow  # a real trial: builds the digits data and the model (about 3 s of imports on 2 cores)
 def test_a_trial_runs_each_budget_on_its_order_seed_and_numbers_its_steps():
-    from tune_schane.trial import Trial
+    from tune_schane.finetune.trial import Trial
 
     base = {"shots": 4, "batch_size": 8, "epochs": 2, "order_seed": 9, "device": "cpu", "num_threads": 2}
     # shots 4 of 10 classes: a batch of 8 holds at most 4 images of a class, so every anchor has >= 8 negatives.
@@ -339,3 +339,10 @@ def test_gradient_cache_gives_the_plain_step_gradient_under_a_budget(budget):
         assert out.neg_per_anchor == want.neg_per_anchor
         for name, value in want_grads.items():
             torch.testing.assert_close(grads[name], value, rtol=1e-9, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_the_config_knows_the_same_negatives_modes_as_the_loss():
+    from tune_schane.finetune.config import NEGATIVES as checked
+    from tune_schane.losses import NEGATIVES
+
+    assert checked == NEGATIVES

@@ -13,9 +13,9 @@ import dataclasses
 import optuna
 import pytest
 
-from tune_schane.cli import main
-from tune_schane.optuna_storage import absolute, study_name
+from tune_schane.cli.main import main
 from tune_schane.space import load_space
+from tune_schane.space.storage import absolute, study_name
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
 from tune_schane.ray_tune import STATUS_KEY, CellSearcher  # noqa: E402
@@ -46,7 +46,7 @@ def _url(kind: str, tmp_path) -> str:
 
 
 def _reader(url: str):
-    """Optuna's own storage for ``url``, opened independently of tune_schane.optuna_storage."""
+    """Optuna's own storage for ``url``, opened independently of tune_schane.space.storage."""
     if url.startswith("sqlite:"):
         return url
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))

@@ -13,12 +13,12 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tune_schane import pretrained
-from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
-from tune_schane.model import build_model, normalisation
-from tune_schane.pretrained import PACKAGED, convert_by_position, packaged_weights_file
-from tune_schane.runner import run_trial
+from tune_schane.finetune import pretrained
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.model import build_model, normalisation
+from tune_schane.finetune.pretrained import PACKAGED, convert_by_position, packaged_weights_file
+from tune_schane.finetune.runner import run_trial
 
 from .offline_assets import imagenet_photo_folder, need_fashion_mnist, need_weights
 

@@ -1,4 +1,4 @@
-"""Evaluation protocols (tune_schane/probe.py): the linear probe on the frozen encoder and two-stage fine-tuning."""
+"""Evaluation protocols (tune_schane/finetune/probe.py): the linear probe on the frozen encoder, two-stage tuning."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from tune_schane.cli import main
-from tune_schane.config import TrialConfig
+from tune_schane.cli.main import main
 from tune_schane.errors import BadInput
-from tune_schane.probe import CONVERGED_GRAD, fit_linear_probe, linear_probe
-from tune_schane.records import evaluation_columns, objective_of
-from tune_schane.train import evaluate
-from tune_schane.trial import METRIC_KEYS, Trial
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.outcomes import objective_of
+from tune_schane.finetune.probe import CONVERGED_GRAD, fit_linear_probe, linear_probe
+from tune_schane.finetune.train import evaluate
+from tune_schane.finetune.trial import METRIC_KEYS, Trial
+from tune_schane.store.records import evaluation_columns
 
 # test_resnet has BatchNorm (running stats a careless probe would update). 20 shots per class, 4 epochs of CE at
 # lr 2e-2 (7.1e-3 at batch 32, sqrt rule): about 2 s. One thread: two spin-wait badly on a shared 2-core machine.

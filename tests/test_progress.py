@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from tune_schane.cli import main
-from tune_schane.progress import TrainProgress
+from tune_schane.cli._progress import TrainProgress
+from tune_schane.cli.main import main
 
 
 class Terminal(io.StringIO):

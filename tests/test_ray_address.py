@@ -1,4 +1,4 @@
-"""Ray addressing (tune_schane/ray_tune/connect.py): a head that does not answer is bad input, fast.
+"""Ray addressing (tune_schane/ray_tune/_connect.py): a head that does not answer is bad input, fast.
 
 The stale-cluster case is the one seen in practice: a head that died without `ray stop` stays
 recorded in `<ray temp>/ray_current_cluster`. The file is written under a private RAY_TMPDIR, never
@@ -15,9 +15,9 @@ import time
 import pytest
 
 from tests.raykit import free_port
-from tune_schane.cli import main
+from tune_schane.cli.main import main
 from tune_schane.errors import BadInput
-from tune_schane.ray_tune.connect import probe, split_address
+from tune_schane.ray_tune._connect import probe, split_address
 
 
 def test_split_address_forms():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.report import FROM_SCRATCH_NOTE, backbone_line, backbone_starts
+from tune_schane.analysis.report import FROM_SCRATCH_NOTE, backbone_line, backbone_starts
 
 
 def rows(*specs: tuple[str, bool, str | None]) -> pd.DataFrame:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.command import analyze_command
 from tests.analysis_fixtures import build_store
+from tune_schane.analysis.command import analyze_command
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +109,6 @@ def test_the_browser_checks_catch_a_broken_page(tmp_path):
 
 
 def _status_script() -> str:
-    from analysis.report import IMG_STATUS_SCRIPT
+    from tune_schane.analysis.report import IMG_STATUS_SCRIPT
 
     return IMG_STATUS_SCRIPT

@@ -6,11 +6,11 @@ import optuna
 import pytest
 
 from benchmarks.search import SPACE, score, strategies, summary
-from tune_schane.config import TrialConfig
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.space import load_space
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
-from tune_schane.ray_tune.anchor import WholeSpace  # noqa: E402
+from tune_schane.ray_tune._anchor import WholeSpace  # noqa: E402
 
 
 def test_gaps_are_per_cell_and_a_cell_without_an_answer_counts_its_whole_reference():

@@ -14,10 +14,10 @@ import json
 import optuna
 import pytest
 
-from tune_schane.config import TrialConfig
-from tune_schane.records import trial_row
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.space import load_space
 from tune_schane.store import TrialStore
+from tune_schane.store.records import trial_row
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
 from tune_schane.ray_tune import CONFIG_KEY, STATUS_KEY, CellSearcher  # noqa: E402

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.plots import plot_paired_seeds
-from analysis.seed_stats import (
+from tune_schane.analysis.plots import plot_paired_seeds
+from tune_schane.analysis.seed_stats import (
     MIN_SEEDS,
     PAIRED_TABLE_COLUMNS,
     SLOPE_TABLE_COLUMNS,

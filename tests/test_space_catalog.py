@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tune_schane.cli import main
+from tune_schane.cli.main import main
 from tune_schane.errors import BadInput
 from tune_schane.space import load_space
-from tune_schane.space_catalog import SPACES_DIR, catalog, default_space_path, one_line, resolve_space
+from tune_schane.space.catalog import SPACES_DIR, catalog, default_space_path, one_line, resolve_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {"default", "digits", "batch_size_ablation", "study_batch", "study_negatives", "vit_cifar100_gpu",

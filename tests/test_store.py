@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tune_schane.config import TrialConfig, field_types
 from tune_schane.errors import BadInput
+from tune_schane.finetune.config import TrialConfig, field_types
 from tune_schane.store import SCHEMA_VERSION, TRIAL_STATUSES, TrialStore, check_name
-from tune_schane.store_schema import ADDED_COLUMNS, EPOCH_METRICS, trials_schema
+from tune_schane.store._schema import ADDED_COLUMNS, EPOCH_METRICS, trials_schema
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""The partitioned layout and compaction of the trial store, on real files (tune_schane/compaction.py)."""
+"""The partitioned layout and compaction of the trial store, on real files (tune_schane/store/compaction.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune_schane.cli import main
-from tune_schane.compaction import compact, compact_finished_sweep
-from tune_schane.config import TrialConfig
-from tune_schane.records import trial_row
+from tune_schane.cli.main import main
+from tune_schane.finetune.config import TrialConfig
 from tune_schane.store import TrialStore, partition_dir, sweep_key
+from tune_schane.store.compaction import compact, compact_finished_sweep
+from tune_schane.store.records import trial_row
 
 HISTORY = [{"epoch": 1, "val_top1": 50.0}, {"epoch": 2, "val_top1": 60.0}]
 
@@ -86,7 +86,7 @@ def test_compact_merges_to_one_file_per_table_and_reads_the_same(tmp_path):
 
 def _compact_killed_at(store: Path, point: str) -> int:
     env = {**os.environ, "TUNE_SCHANE_KILL_AT": point}
-    code = "import sys; from tune_schane.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from tune_schane.cli.main import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run(
         [sys.executable, "-c", code, "compact", "--store", str(store)], env=env, capture_output=True, timeout=120
     )

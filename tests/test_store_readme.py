@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tune_schane.compaction import compact
 from tune_schane.store import TrialStore
+from tune_schane.store.compaction import compact
 
 README = Path(__file__).resolve().parents[1] / "trials" / "README.md"
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tune_schane.cli import main
+from tune_schane.cli.main import main
 from tune_schane.space import load_space
 from tune_schane.store import TrialStore
 
@@ -198,7 +198,7 @@ resources: {cpu: 1}
 @pytest.mark.slow
 def test_asha_prunes_a_configs_seeds_together_so_the_paired_table_keeps_its_pairs(tmp_path, local_ray):
     """repeats: 2 under ASHA: a config's seeds all complete or all stop, so every row keeps 2 pairs."""
-    from analysis.sensitivity import paired_seeds
+    from tune_schane.analysis.sensitivity import paired_seeds
 
     path = write_space(tmp_path, FAST_FIXED + """\
 name: seeds

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from tests.test_sweep import FAST_FIXED, write_space
+from tune_schane.finetune.train import SIMULATE_OOM_ENV
 from tune_schane.space import load_space
 from tune_schane.store import TrialStore
-from tune_schane.train import SIMULATE_OOM_ENV
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from tune_schane.config import TrialConfig
 from tune_schane.errors import BadInput
-from tune_schane.runner import run_trial
-from tune_schane.train import SIMULATE_OOM_ENV
-from tune_schane.trial import METRIC_KEYS, Trial
+from tune_schane.finetune.config import TrialConfig
+from tune_schane.finetune.runner import run_trial
+from tune_schane.finetune.train import SIMULATE_OOM_ENV
+from tune_schane.finetune.trial import METRIC_KEYS, Trial
 
 FAMILY_SETTINGS = {
     "ce": {},
@@ -119,8 +119,8 @@ def test_the_store_is_written_from_what_the_trial_wrote_beside_its_checkpoint(tm
     """One path back: config.yaml + history.json -> read_outputs -> record_trial, for every caller."""
     import pyarrow.fs
 
-    from tune_schane.records import read_outputs, record_trial
     from tune_schane.store import TrialStore
+    from tune_schane.store.records import read_outputs, record_trial
 
     result = run_trial(tiny(loss="supcon", epochs=2, memory_budget_mb=1.0, shots=4, img_size=16, batch_size=16),
                        tmp_path / "out")

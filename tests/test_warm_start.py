@@ -1,4 +1,4 @@
-"""Warm starts between neighbouring grid cells and per-cell patience (tune_schane/cell_sharing.py).
+"""Warm starts between neighbouring grid cells and per-cell patience (tune_schane/search/cell_sharing.py).
 
 The searcher is driven as Ray's controller drives it (``suggest``, ``on_trial_complete``), with real
 Optuna studies and no cluster: each test fixes what the trials "score" and reads what was handed out.
@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from tune_schane.cell_sharing import CellSharing, carried, neighbours
-from tune_schane.optim import scaled_lr
+from tune_schane.finetune.optim import scaled_lr
+from tune_schane.search.cell_sharing import CellSharing, carried, neighbours
 from tune_schane.space import load_space
 
 ray_tune = pytest.importorskip("tune_schane.ray_tune")
@@ -204,9 +204,9 @@ def test_a_restored_searcher_keeps_its_warm_start_decisions(tmp_path, storage):
 
 def test_a_warm_start_decided_after_the_last_snapshot_is_booked_on_resume_not_run_again(tmp_path):
     """The kill falls between Ray's snapshot and a warm-start trial that ended: the store has its row."""
-    from tune_schane.config import TrialConfig
-    from tune_schane.records import trial_row
+    from tune_schane.finetune.config import TrialConfig
     from tune_schane.store import TrialStore
+    from tune_schane.store.records import trial_row
 
     space = space_from(tmp_path, warm_start=1, patience=0)
     store = TrialStore(tmp_path / "store")
@@ -240,7 +240,7 @@ def test_a_warm_start_decided_after_the_last_snapshot_is_booked_on_resume_not_ru
 
 
 def test_the_switches_default_to_the_benchmarks_choice_and_a_space_file_can_set_each(tmp_path):
-    from tune_schane.space_schema import PATIENCE, STARTUP_TRIALS, WARM_START
+    from tune_schane.space.schema import PATIENCE, STARTUP_TRIALS, WARM_START
 
     plain = space_from(tmp_path, GRID.replace("searcher: {type: optuna, seed: 0, warm_start: 2, patience: 0}",
                                               "searcher: {type: optuna, seed: 0}"))
@@ -248,6 +248,6 @@ def test_the_switches_default_to_the_benchmarks_choice_and_a_space_file_can_set_
     assert (WARM_START, PATIENCE, STARTUP_TRIALS) == (3, 0, 3)  # docs/performance.md "Search efficiency"
     set_ = space_from(tmp_path, warm_start=0, patience=4, startup_trials=7)
     assert (set_.warm_start, set_.patience, set_.startup_trials) == (0, 4, 7)
-    from tune_schane.ray_tune.optuna_search import make_cell_searcher
+    from tune_schane.ray_tune._optuna_search import make_cell_searcher
 
     assert make_cell_searcher(set_, set_.cells()[0], 0).sampler._n_startup_trials == 7

@@ -3,7 +3,7 @@
 Dependencies are not installed again (torch alone takes minutes): the fresh venv reaches the shared
 venv's site-packages through a plain path in a .pth file. Plain paths in a .pth are not processed as
 site dirs, so the shared venv's own .pth files (its editable finder pointing at a clone) are not
-loaded; the test checks that tune_schane and analysis import from the fresh venv, in the driver and
+loaded; the test checks that tune_schane and tune_schane.analysis import from the fresh venv, in the driver and
 in the Ray trial. The .pth is written after the wheel is installed, so pip never sees the shared
 venv's editable tune-schane.
 
@@ -51,8 +51,8 @@ def _build_wheel(tmp: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for package in ("tune_schane", "analysis"):
-        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("tune_schane", "analysis"):  # tune_schane/analysis links to analysis/: copied as a link
+        shutil.copytree(ROOT / package, src / package, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", src],
          cwd=tmp)
     (wheel,) = (tmp / "dist").glob("tune_schane-*.whl")
@@ -83,9 +83,12 @@ def test_wheel_installed_without_e_runs_sweep_analyze_export_train_outside_the_c
     env.update(HF_HUB_OFFLINE="1", RAY_TMPDIR=str(ray_tmp), PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}")
     cli = venv / "bin" / "tune-schane"
     try:
-        where = _run([venv / "bin" / "python", "-c", "import tune_schane, analysis; "
-                      "print(tune_schane.__file__); print(analysis.__file__)"], cwd=work, env=env).split()
+        where = _run([venv / "bin" / "python", "-c", "import tune_schane, tune_schane.analysis as a; "
+                      "print(tune_schane.__file__); print(a.__file__)"], cwd=work, env=env).split()
         assert all(Path(p).is_relative_to(venv) for p in where), where
+        plain = subprocess.run([venv / "bin" / "python", "-c", "import analysis"], cwd=work, env=env,
+                               capture_output=True, text=True)
+        assert plain.returncode != 0 and "No module named 'analysis'" in plain.stderr  # no generic top-level name
         assert "batch_size_ablation" in _run([cli, "spaces"], cwd=work, env=env)
 
         # README: `tune-schane sweep digits`, the toy space that needs no dataset, in about two minutes.

@@ -10,11 +10,11 @@ malformed file is refused with one line naming it (wrong magic number, wrong siz
 gzip, labels out of range, images and labels of different counts).
 
 Images stay uint8 ``[N, 1, 28, 28]`` (47 MB for the training split) and are resized per view by the
-same single-affine-resample augmentation as the digits (:class:`~tune_schane.data.grey.RandomAffineView`),
+same single-affine-resample augmentation as the digits (:class:`~tune_schane.data._grey.RandomAffineView`),
 with horizontal flips (a mirrored shirt is still a shirt).
 
 Roles (DESIGN.md section 5b): the 60 000 official training images are the training pool, which
-:func:`~tune_schane.data.bundle.build_data` carves the validation set out of; the 10 000 official
+:func:`~tune_schane.data._bundle.build_data` carves the validation set out of; the 10 000 official
 test images are the *test* split, sealed from a search: without ``include_test`` the two ``t10k``
 files are never opened, so a ``data_root`` holding only the two ``train`` files is enough to search.
 """
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from .grey import GreyImages
+from ._grey import GreyImages
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "install it with: apt-get install dataset-fashion-mnist"

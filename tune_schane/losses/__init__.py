@@ -4,18 +4,18 @@ All five families a sweep compares are one formula, ``(1 − λ)·CE + λ·SCHaN
 ``ce`` (λ = 0), ``supcon`` (β = 0, λ = 1), ``schane`` (λ = 1), ``clce`` (0 < λ < 1) and its ablation
 ``supcon_ce`` (β = 0, 0 < λ < 1: SupCon + CE, no hardness weighting).
 
-The contrastive part takes a negatives budget (:mod:`.negatives`): ``all`` pairs of the batch (the
+The contrastive part takes a negatives budget (:mod:`._negatives`): ``all`` pairs of the batch (the
 default), class-balanced groups of ``m`` images (``group``), or ``subsample`` ``m`` negatives per anchor.
 """
 
 from __future__ import annotations
 
+from ._functional import NonFiniteEmbeddings
+from ._negatives import NEGATIVES, NegativeBudget
+from ._schane import SCHaNeLoss
+from ._supcon import SupConLoss
 from .clce import CLCELoss
-from .functional import NonFiniteEmbeddings
-from .negatives import NEGATIVES, NegativeBudget
 from .output import LossOutput
-from .schane import SCHaNeLoss
-from .supcon import SupConLoss
 
 __all__ = [
     "NEGATIVES", "CLCELoss", "LossOutput", "NegativeBudget", "NonFiniteEmbeddings", "SCHaNeLoss", "SupConLoss",

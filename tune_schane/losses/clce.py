@@ -8,7 +8,7 @@ temperature is then unused). At ``λ = 1`` CE has no weight in ``loss``; it is s
 training loop can train the classifier on detached features and accuracy stays measurable
 (DESIGN.md section 1); that is the loop's job, not the loss's.
 
-A negatives budget (:mod:`.negatives`) applies to the contrastive part only; CE always runs over
+A negatives budget (:mod:`._negatives`) applies to the contrastive part only; CE always runs over
 every row of the batch. The loop tells the loss which step it is (:meth:`CLCELoss.set_step`) so that
 ``subsample`` draws a fresh, reproducible mask each step.
 """
@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import check_inputs, compute_dtype
-from .negatives import NegativeBudget
+from ._functional import check_inputs, compute_dtype
+from ._negatives import NegativeBudget
+from ._schane import SCHaNeLoss
 from .output import LossOutput
-from .schane import SCHaNeLoss
 
 
 def check_lam(lam: float) -> float:

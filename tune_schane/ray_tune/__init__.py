@@ -1,24 +1,24 @@
 """Everything that touches Ray: the only package that imports ``ray`` (DESIGN.md section 3).
 
-- :mod:`.trainable`: the trial under Ray (config dict -> the plain loop, one report per epoch) and
+- :mod:`._trainable`: the trial under Ray (config dict -> the plain loop, one report per epoch) and
   the keys of its reports;
-- :mod:`.searchers`: one searcher per cell (:mod:`.optuna_search`: an Optuna study driven with
+- :mod:`._searchers`: one searcher per cell (:mod:`._optuna_search`: an Optuna study driven with
   ``ask``/``tell``, or the grid list), ``repeats`` seeds per config, warm starts between neighbouring
   cells, behind one Ray ``Searcher``;
-- :mod:`.anchor`: Ray's own ``OptunaSearch`` + ``ASHAScheduler`` over the whole space (what the search
+- :mod:`._anchor`: Ray's own ``OptunaSearch`` + ``ASHAScheduler`` over the whole space (what the search
   benchmark measures against);
-- :mod:`.scheduler`: ASHA per grid cell;
-- :mod:`.recording`: every finished trial into the store (the callback, reconciliation on resume);
-- :mod:`.driver`: ``init_ray``, ``run_sweep``, ``shutdown``;
-- :mod:`.confirm`: the confirm stage's jobs (tune_schane.confirm) run once each, kill-safe through the store.
+- :mod:`._scheduler`: ASHA per grid cell;
+- :mod:`._recording`: every finished trial into the store (the callback, reconciliation on resume);
+- :mod:`._driver`: ``init_ray``, ``run_sweep``, ``shutdown``;
+- :mod:`._confirm`: the confirm stage's jobs (tune_schane.search.confirm) run once each, kill-safe through the store.
 """
 
-from .confirm import run_confirm
-from .driver import CHECKPOINTS_KEPT, init_ray, run_sweep, shutdown
-from .recording import StoreCallback, reconcile_store, record_ray_trial
-from .scheduler import CellASHA
-from .searchers import CellSearcher, PruningAwareOptunaSearch
-from .trainable import CELL_KEY, CONFIG_KEY, ERROR_KEY, GPU_IDS_KEY, STATUS_KEY, trainable, trial_status
+from ._confirm import run_confirm
+from ._driver import CHECKPOINTS_KEPT, init_ray, run_sweep, shutdown
+from ._recording import StoreCallback, reconcile_store, record_ray_trial
+from ._scheduler import CellASHA
+from ._searchers import CellSearcher, PruningAwareOptunaSearch
+from ._trainable import CELL_KEY, CONFIG_KEY, ERROR_KEY, GPU_IDS_KEY, STATUS_KEY, trainable, trial_status
 
 __all__ = ["CELL_KEY", "CHECKPOINTS_KEPT", "CONFIG_KEY", "ERROR_KEY", "GPU_IDS_KEY", "STATUS_KEY", "CellASHA",
            "CellSearcher", "PruningAwareOptunaSearch", "StoreCallback", "init_ray", "reconcile_store",

@@ -1,0 +1,7 @@
+"""How a sweep searches, without Ray: the logic the Ray glue (:mod:`tune_schane.ray_tune`) drives.
+
+- :mod:`.cell_sharing`: warm starts between neighbouring grid cells, and a cell's patience;
+- :mod:`.group_asha`: ASHA's rung decisions over grouped seeds (one decision per config, not per seed);
+- :mod:`.confirm`: the confirm stage's plan (each cell's finalists on fresh seeds, scored once on test);
+- :mod:`.tracking`: the trackers a sweep writes beside the store (Optuna storage, MLflow, TensorBoard).
+"""
