@@ -36,7 +36,7 @@ browser:
 
 test: $(STAMP) browser data
 	$(BIN)/ruff check .
-	TUNE_SCHANE_REQUIRE_BROWSER=1 TUNE_SCHANE_REQUIRE_OFFLINE=1 $(BIN)/python -m pytest -q
+	TUNE_SCHANE_REQUIRE_BROWSER=1 TUNE_SCHANE_REQUIRE_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from tune_schane.analysis.export import config_from_row
+from tune_schane.data import _bundle as bundle_module
 from tune_schane.data import build_data
-from tune_schane.data import bundle as bundle_module
 from tune_schane.data._digits import split_indices
 from tune_schane.data.fashion_mnist import DEFAULT_ROOT, FILES, load_fashion_mnist
 from tune_schane.errors import BadInput

@@ -54,7 +54,7 @@ class CellASHA(PickledState, FIFOScheduler):
         self.trials[trial.trial_id] = trial
         group = str(trial.config.get("group", trial.trial_id))  # the searcher's group: one config's seeds
         self._cell(trial).add(trial.trial_id, group, self.space.repeats if "group" in trial.config else 1)
-        if trial.last_result:  # restored by --resume: Ray gives back the scheduler as it was at the start
+        if getattr(trial, "last_result", None):  # restored by --resume (see _replay)
             self._replay(tune_controller, trial)
 
     def _replay(self, tune_controller, trial) -> None:
