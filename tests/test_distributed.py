@@ -249,7 +249,7 @@ def test_large_batch_space_needs_its_workers_gpus_and_chunks_only_the_largest_ba
 
 def test_a_data_parallel_trial_holds_only_its_train_driver_bundle():
     from tune_schane.ray_tune._driver import _bundle
-    from tune_schane.ray_tune._train_workers import DRIVER_CPU
+    from tune_schane.space.search_space import TRAIN_DRIVER_CPU as DRIVER_CPU
 
     resources = {"cpu": 8.0, "gpu": 1.0}
     assert _bundle({"trial_config": {"workers": 4}, "resources": resources}) == {"CPU": DRIVER_CPU}

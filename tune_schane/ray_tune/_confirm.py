@@ -50,7 +50,7 @@ class ConfirmSearcher(PickledState, Searcher):
 
     def skip_stored(self) -> None:
         """Count as handed out every job the store holds with an ending (see the module docstring)."""
-        rows = ResumeLedger.read(self.store_uri, self.sweep_id).rows()
+        rows = ResumeLedger.read(self.store_uri, self.sweep_id).trials
         if not rows.empty:
             self.handed |= done_keys(rows)
 

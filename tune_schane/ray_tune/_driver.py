@@ -10,14 +10,14 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from ..space.search_space import SearchSpace
+from ..space.search_space import TRAIN_DRIVER_CPU, SearchSpace
 from ._anchor import ray_optuna_asha
 from ._connect import checked_address, shipped_code
 from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from ._scheduler import CellASHA
 from ._searchers import CellSearcher
 from ._trackers import tracker_callbacks
-from ._train_workers import DRIVER_CPU, ReleaseTrainResources
+from ._train_workers import ReleaseTrainResources
 from ._trainable import CONFIG_KEY, trainable
 
 
@@ -132,7 +132,7 @@ def trial_dirname(trial) -> str:
 def _bundle(config: dict) -> dict:
     """The trial's own bundle; a data-parallel trial holds only its Train driver's (workers get theirs)."""
     if int(config[CONFIG_KEY].get("workers", 1)) > 1:
-        return {"CPU": DRIVER_CPU}
+        return {"CPU": TRAIN_DRIVER_CPU}
     resources = config["resources"]
     bundle = {"CPU": float(resources.get("cpu", 1))}
     if resources.get("gpu"):

@@ -75,7 +75,7 @@ class CellSearcher(PickledState, Searcher):
         booked as it was: its seed taken off its group's queue, or its group made again with its
         config (the cell's study asked for exactly that config), then told how it ended.
         """
-        rows = ResumeLedger.read(getattr(self, "store_uri", None), getattr(self, "sweep_id", None)).rows()
+        rows = ResumeLedger.read(getattr(self, "store_uri", None), getattr(self, "sweep_id", None)).trials
         if rows.empty:
             return 0
         return sum(self._adopt(row) for row in rows.itertuples() if row.trial_id not in self.assignments)

@@ -16,8 +16,9 @@ loopback test cluster, where NCCL cannot start); workers that see a CUDA device 
 collectives in an NCCL group of their own.
 
 Resources: the space's rule gives each *worker's* CPU and GPU; the Tune trial itself (the trainer's
-driver) holds only :data:`DRIVER_CPU`. Ray places the workers (``PACK``: one node when they fit,
-several when a node cannot hold them all), so a trial spans nodes when its resources say so.
+driver) holds only ``TRAIN_DRIVER_CPU`` (:mod:`tune_schane.space.search_space`). Ray places the workers
+(``PACK``: one node when they fit, several when a node cannot hold them all), so a trial spans nodes
+when its resources say so.
 
 Statuses: a diverged loss and the simulated OOM are decided on the global batch, so every worker
 stops at the same step and rank 0 reports the status with a checkpoint, as a one-worker trial
@@ -48,10 +49,8 @@ from ..finetune.config import TrialConfig
 from ..finetune.outcomes import METRIC_KEYS
 from ..finetune.train import TrialStopped, is_out_of_memory
 from ..finetune.trial import Trial
-from ..space.search_space import TRAIN_DRIVER_CPU
 from ._private_apis import ray_placement_group, torch_trainer_without_pg_cleaner
 
-DRIVER_CPU = TRAIN_DRIVER_CPU  # the Tune trial's own bundle: it waits on the Train job and copies its checkpoints
 WORKER_NODES_KEY = "worker_nodes"  # "ip,ip": the node of each worker, in rank order
 PLACEMENT_KEY = "train_placement_group"  # hex id of the workers' placement group (ReleaseTrainResources)
 

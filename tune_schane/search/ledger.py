@@ -4,10 +4,10 @@ A sweep's driver can die at any moment; ``--resume`` restores Ray's saved experi
 be up to a second older than the store. Every part of the sweep that must not redo or forget what
 happened asks this ledger instead of reading the store its own way:
 
-- the searcher books trials the store holds but its snapshot never handed out (:meth:`known`, :meth:`rows`);
+- the searcher books trials the store holds but its snapshot never handed out (:meth:`known`, ``trials``);
 - the store callback leaves the rows of trials that had ended alone (:meth:`settled`);
 - the end-of-sweep reconciliation writes only the trials the store lacks (:meth:`known`);
-- the confirm stage skips the jobs that ended (:meth:`rows`);
+- the confirm stage skips the jobs that ended (``trials``);
 - ASHA gets back the rung results it had (:meth:`curve`): Ray restores a scheduler as it was pickled
   when the sweep *started*, so without them a resumed sweep compares its trials with an empty rung and
   lets them all through (a sweep killed at 55 s and resumed ended 31 completed / 5 pruned where
@@ -43,9 +43,6 @@ class ResumeLedger:
         if not store.exists():
             return cls()
         return cls(store.load_trials(sweep_id), store.load_epochs(sweep_id) if epochs else pd.DataFrame())
-
-    def rows(self) -> pd.DataFrame:
-        return self.trials
 
     def known(self) -> set[str]:
         """Trial ids with a row, however they ended."""
