@@ -28,7 +28,7 @@ from ..space.search_space import SearchSpace
 from ._driver import EXPERIMENT_STATE_PERIOD_S, _bundle, trial_dirname
 from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from ._searchers import PickledState
-from ._train_workers import ReleaseTrainResources
+from ._train_group import ReleaseTrainResources
 from ._trainable import CONFIG_KEY, JOB_KEY, STAGE_KEY, trainable
 
 

@@ -17,7 +17,7 @@ from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
 from ._scheduler import CellASHA
 from ._searchers import CellSearcher
 from ._trackers import tracker_callbacks
-from ._train_workers import ReleaseTrainResources
+from ._train_group import ReleaseTrainResources
 from ._trainable import CONFIG_KEY, trainable
 
 
@@ -113,7 +113,7 @@ def run_sweep(
             resources,
             tune_config=tune.TuneConfig(metric=space.objective_metric, mode=space.objective_mode,
                                         search_alg=searcher, scheduler=scheduler, num_samples=total,
-                                        reuse_actors=space.max_workers() == 1,  # see train_workers.py
+                                        reuse_actors=space.max_workers() == 1,  # see _train_group.py
                                         trial_dirname_creator=trial_dirname),
             run_config=run_config)
     results = tuner.fit()

@@ -50,7 +50,7 @@ def torch_trainer_without_pg_cleaner():
     Why private: Ray Train adds that callback itself (``_create_default_callbacks``) and offers no switch.
     It watches the controller through the State API, which needs the dashboard (``ray[default]``); without
     it the callback's detached actor warns every second and outlives the sweep. The worker group's
-    placement group is released by ``ReleaseTrainResources`` instead (:mod:`._train_workers`).
+    placement group is released by ``ReleaseTrainResources`` instead (:mod:`._train_group`).
     """
     from ray.train.torch import TorchTrainer
 

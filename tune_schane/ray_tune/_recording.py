@@ -21,8 +21,7 @@ from ..search.ledger import ResumeLedger
 from ..space.search_space import SearchSpace
 from ..store.records import read_evaluation, read_outputs, record_trial
 from ..store.trial_store import TrialStore
-from ._train_workers import WORKER_NODES_KEY
-from ._trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, trial_status
+from ._trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, WORKER_NODES_KEY, trial_status
 
 
 def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, trial_id: str, config: dict,

@@ -1,11 +1,15 @@
-"""A trial of ``workers: N > 1``: the Tune trial function runs a Ray Train data-parallel job.
+"""What a trial of ``workers: N > 1`` adds to the one trainable: a Ray Train data-parallel group.
+
+The trial's own steps (placed on its resources, resumed, one report per epoch, the stopped trial's
+last report) are :mod:`._trainable`'s; this module only starts the group, forwards its reports and
+frees its placement.
 
 Ray Train V2's pattern for Tune ("Hyperparameter Tuning with Ray Tune" in the Train guide): the
 Tune trial function builds a :class:`~ray.train.torch.TorchTrainer` and calls ``fit()``; the Train
 controller starts ``N`` workers with the process group set up (gloo on CPUs, NCCL on GPUs), each
 worker runs :func:`worker_loop`, and every report goes back to Tune. Ray's own
 ``TuneReportCallback`` forwards metrics and a checkpoint *path* only; here the Tune trial
-re-reports each Train checkpoint as a Tune checkpoint (:class:`_Forward` + :func:`run_workers`),
+re-reports each Train checkpoint as a Tune checkpoint (:class:`_Forward` + :func:`run_group`),
 so everything a one-worker trial relies on holds unchanged: the store callback reads the trial's
 resolved config and history from its latest checkpoint, ASHA and the searcher see the same report
 keys, and a retried or resumed trial (``Tuner.restore`` after a driver kill, a lost node) starts
@@ -32,10 +36,7 @@ actor reuse off for spaces with such trials (:func:`tune_schane.ray_tune._driver
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import queue as stdlib_queue
-import tempfile
 import threading
 import time
 import uuid
@@ -46,13 +47,20 @@ import torch
 from ray import tune
 
 from ..finetune.config import TrialConfig
-from ..finetune.outcomes import METRIC_KEYS
 from ..finetune.train import TrialStopped, is_out_of_memory
-from ..finetune.trial import Trial
 from ._private_apis import ray_placement_group, torch_trainer_without_pg_cleaner
-
-WORKER_NODES_KEY = "worker_nodes"  # "ip,ip": the node of each worker, in rank order
-PLACEMENT_KEY = "train_placement_group"  # hex id of the workers' placement group (ReleaseTrainResources)
+from ._trainable import (
+    ERROR_KEY,
+    GPU_IDS_KEY,
+    PLACEMENT_KEY,
+    STATUS_KEY,
+    WORKER_NODES_KEY,
+    placed_trial,
+    report_epochs,
+    report_with_checkpoint,
+    resume,
+    stopped_metrics,
+)
 
 
 class ReleaseTrainResources(tune.Callback):
@@ -103,7 +111,7 @@ class _Forward(ray.train.UserCallback):
         self.queue.put((metrics[0], checkpoint))
 
 
-def run_workers(config: dict[str, Any], trial_config: TrialConfig, *, status_key: str, error_key: str) -> None:
+def run_group(config: dict[str, Any], trial_config: TrialConfig) -> None:
     """The Tune trial function's body for ``trial_config.workers > 1`` (see the module docstring)."""
     from ray.train.torch import TorchConfig
     from ray.util.queue import Queue
@@ -114,8 +122,7 @@ def run_workers(config: dict[str, Any], trial_config: TrialConfig, *, status_key
     reports = Queue(actor_options={"num_cpus": 0})
     storage = tune.get_context().get_storage()
     run_name = f"train-{uuid.uuid4().hex[:8]}"  # one per attempt: a retry never picks up an old run's state
-    loop_config = {"trial": trial_config.to_dict(), "resources": resources, "resume": tune.get_checkpoint(),
-                   "keys": (status_key, error_key)}
+    loop_config = {"trial": trial_config.to_dict(), "resources": resources, "resume": tune.get_checkpoint()}
     trainer = torch_trainer_without_pg_cleaner()(
         worker_loop, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=trial_config.workers, use_gpu=gpu > 0,
@@ -155,10 +162,8 @@ def run_workers(config: dict[str, Any], trial_config: TrialConfig, *, status_key
     if not any(is_out_of_memory(exc) or "out of memory" in str(exc).lower() for exc in failures.values()):
         raise error
     # One worker ran out of memory and the job ended: the trial ends `oom`, never retried smaller.
-    worst = {key: math.nan for key in METRIC_KEYS}
-    worst.update(epoch=float(last.get("epoch", 0.0)) + 1.0, val_top1=-math.inf)
     message = f"out of memory at batch size {trial_config.batch_size} on one of {trial_config.workers} workers"
-    tune.report({**worst, status_key: "oom", error_key: message})
+    tune.report({**stopped_metrics(float(last.get("epoch", 0.0)) + 1.0), STATUS_KEY: "oom", ERROR_KEY: message})
 
 
 def _drop_run(filesystem, path: str) -> None:
@@ -170,58 +175,42 @@ def _drop_run(filesystem, path: str) -> None:
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: its share of every global batch (tune_schane/finetune/distributed.py), rank 0 reports."""
+    """One Ray Train worker: its share of every global batch (tune_schane/finetune/distributed.py).
+
+    The trial's steps are the one-worker trial's (:mod:`._trainable`); what differs: the device Ray
+    Train gives the worker, the process group, every worker calling report (a barrier) with rank 0's
+    checkpoint, and a real OOM ending the job.
+    """
     import torch.distributed as dist
-    from ray.train import Checkpoint
     from ray.train.torch import get_device
 
     from ..finetune.distributed import Replica
 
-    status_key, error_key = loop_config["keys"]
-    resources = loop_config["resources"]
-    trial_config = TrialConfig.from_dict(loop_config["trial"]).resolved()
     # get_device() names a CUDA device for every GPU Ray assigned, logical ones included.
     device = get_device() if torch.cuda.is_available() else torch.device("cpu")
     # Ray sets up a gloo group (a GPU in the resources may be a logical one, as on the test cluster);
     # on real GPUs the gathers and all-reduces run in an NCCL group over the same workers.
     group = dist.new_group(backend="nccl") if device.type == "cuda" else None
     replica = Replica(dist.get_rank(), dist.get_world_size(), group)
-    changes: dict[str, Any] = {"device": str(device)}
-    if trial_config.num_threads is None:
-        torch.set_num_threads(max(1, int(float(resources.get("cpu", 1)))))
-    gpu_share = float(resources.get("gpu", 0.0))
-    if trial_config.memory_budget_mb is None and gpu_share > 0 and device.type == "cuda":
-        card = torch.cuda.get_device_properties(device).total_memory / 2**20
-        changes["memory_budget_mb"] = min(1.0, gpu_share) * card
-    if device.type != "cuda":
-        changes["device"] = "cpu"
-    trial = Trial(dataclasses.replace(trial_config, **changes), replica)
-    if loop_config.get("resume") is not None:
-        with loop_config["resume"].as_directory() as directory:
-            trial.load_checkpoint(directory)
+    trial_config = TrialConfig.from_dict(loop_config["trial"]).resolved()
+    trial = placed_trial(trial_config, loop_config["resources"], device, replica)
+    resume(trial, loop_config.get("resume"))
     nodes: list[str] = [""] * replica.world_size
     dist.all_gather_object(nodes, ray.util.get_node_ip_address())
-    group = ray.util.get_current_placement_group()
-    placement = {WORKER_NODES_KEY: ",".join(nodes), "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
-                 PLACEMENT_KEY: group.id.hex() if group is not None else "", "started_at": time.time()}
+    placement_group = ray.util.get_current_placement_group()
+    placement = {WORKER_NODES_KEY: ",".join(nodes), GPU_IDS_KEY: ",".join(str(g) for g in ray.get_gpu_ids()),
+                 PLACEMENT_KEY: placement_group.id.hex() if placement_group is not None else "",
+                 "started_at": time.time()}
 
     def report(metrics: dict[str, Any]) -> None:  # every worker calls it (a barrier); rank 0's checkpoint
-        if replica.rank != 0:
+        if replica.rank == 0:
+            report_with_checkpoint(trial, metrics, ray.train.report)
+        else:
             ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            trial.save_checkpoint(directory)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
 
-    try:
-        for metrics in trial.run():
-            report({**metrics, **placement, status_key: "running", error_key: "", "reported_at": time.time()})
-    except TrialStopped as stop:
-        if stop.status == "oom" and not _simulated(stop):
-            raise  # one worker's real OOM: the others may be inside a collective; the job must end
-        worst = {key: math.nan for key in METRIC_KEYS}
-        worst.update(epoch=float(trial.epoch + 1), val_top1=-math.inf)
-        report({**worst, **placement, status_key: stop.status, error_key: str(stop)})
+    # One worker's real OOM: the others may be inside a collective, so the job must end (run_group
+    # turns it into status oom); the simulated one is decided on the global batch, by every worker.
+    report_epochs(trial, placement, report, reraise=lambda stop: stop.status == "oom" and not _simulated(stop))
 
 
 def _simulated(stop: TrialStopped) -> bool:
