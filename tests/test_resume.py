@@ -1,4 +1,4 @@
-"""The sweep driver SIGKILLed at three points, then `--resume`: every trial once, statuses right.
+"""The sweep driver SIGKILLed at three points in a row, resumed each time: every trial once, statuses right.
 
 The kill comes from inside the driver (``TUNE_SCHANE_KILL_AT``, see tune_schane/faults.py) so that
 it lands at a chosen point: while the searcher hands out a config, while trials are mid-run, and
@@ -40,7 +40,7 @@ params:
 objective: {metric: val_top1, mode: max}
 searcher: {type: optuna, seed: 1}
 scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
-num_samples: 6
+num_samples: 8
 max_concurrent: 2
 resources: {cpu: 1}
 """
@@ -60,46 +60,48 @@ def _run(tmp_path: Path, temp: Path, *extra: str, kill_at: str | None = None) ->
         kill_marked(str(temp))  # what a killed driver leaves behind (raylet, GCS, agents, workers)
 
 
-def _optuna_storage(kind: str | None, tmp_path: Path) -> tuple[str | None, str | None]:
-    """(the --optuna-storage argument, the URL Optuna reads it back with) for one kind."""
-    return (f"sqlite:///{tmp_path}/studies.db",) * 2 if kind == "sqlite" else (None, None)
+def _whole_parts(store_dir: Path) -> None:
+    """Whatever a kill left, readers see only whole part files."""
+    for part in store_dir.glob("*/part-*.parquet"):
+        pq.read_table(part)
 
 
-# The kill mid-run has Ray rerun trials the study already heard about, here with the studies in SQLite
-# (the searcher's side of every resume case, journal files included: tests/test_optuna_storage.py).
-@pytest.mark.parametrize(("kill_at", "storage_kind"), [("sample:4", None), ("result:3", "sqlite"),
-                                                       ("store-write:2", None)])
-def test_driver_sigkill_then_resume_finishes_every_trial_once(tmp_path, kill_at, storage_kind):
+# One sweep killed three times in a row, each kill at another point and each resumed, then resumed to
+# the end: the drills share their sweep (one sweep's worth of training instead of three). The studies
+# live in SQLite, so the searcher's side of every resume is checked too (journal files:
+# tests/ray_tune/test_optuna_storage.py); the kill mid-run has Ray rerun trials the study already heard about.
+def test_driver_sigkilled_three_times_then_resumed_finishes_every_trial_once(tmp_path):
     (tmp_path / "space.yaml").write_text(textwrap.dedent(SPACE))
     temp = Path(tempfile.mkdtemp(prefix="tsk", dir="/tmp"))
-    url, reader = _optuna_storage(storage_kind, tmp_path)
-    tracked = ["--optuna-storage", url] if url else []
-    killed = _run(tmp_path, temp, *tracked, kill_at=kill_at)
-    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-2000:]
-
-    # Whatever the kill left, readers see only whole part files.
+    url = f"sqlite:///{tmp_path}/studies.db"
     store = TrialStore(tmp_path / "store")
-    before = store.load_trials("r1") if store.exists() else None
-    for part in (tmp_path / "store").glob("*/part-*.parquet"):
-        pq.read_table(part)  # every visible part file is complete
+    seen: set[str] = set()
+    for n, kill_at in enumerate(["sample:4", "result:3", "store-write:2"]):
+        resume = ["--resume"] if n else []
+        killed = _run(tmp_path, temp, "--optuna-storage", url, *resume, kill_at=kill_at)
+        assert killed.returncode == -9, (kill_at, killed.stdout[-2000:] + killed.stderr[-2000:])
+        _whole_parts(tmp_path / "store")
+        now = set(store.load_trials("r1")["trial_id"]) if store.exists() else set()
+        assert seen <= now, f"rows lost by the kill at {kill_at}: {seen - now}"  # ended trials keep their rows
+        seen = now
+    assert len(seen) < 8, "the sweep ended before the last kill: nothing left to resume"
 
-    resumed = _run(tmp_path, temp, "--resume", *tracked)
+    resumed = _run(tmp_path, temp, "--resume", "--optuna-storage", url)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = store.load_trials("r1")
-    assert len(trials) == 6, trials[["trial_id", "status"]]
-    assert trials["trial_id"].is_unique
+    assert len(trials) == 8, trials[["trial_id", "status"]]
+    assert trials["trial_id"].is_unique and seen <= set(trials["trial_id"])
     assert set(trials["status"]) <= {"completed", "pruned"}, trials[["trial_id", "status", "error"]]
     epochs = store.load_epochs("r1")
     for row in trials.itertuples():
         mine = epochs[epochs["trial_id"] == row.trial_id]
         assert list(mine["epoch"]) == list(range(1, row.epochs_run + 1)), row.trial_id
-    if before is not None:  # trials finished before the kill kept their rows
-        assert set(before["trial_id"]) <= set(trials["trial_id"])
-    if reader is not None:  # the study continued: every trial told once, with the store's ending, none lost
-        import optuna
 
-        study = optuna.load_study(study_name="r1/all", storage=reader)
-        states = {t.user_attrs["ray_trial_ids"][0]: t.state.name for t in study.trials}
-        assert len(study.trials) == 6 and sorted(states) == sorted(trials["trial_id"]), states
-        assert states == {r.trial_id: {"completed": "COMPLETE", "pruned": "PRUNED"}[r.status]
-                          for r in trials.itertuples()}
+    # The study continued: every trial told once, with the store's ending, none lost.
+    import optuna
+
+    study = optuna.load_study(study_name="r1/all", storage=url)
+    states = {t.user_attrs["ray_trial_ids"][0]: t.state.name for t in study.trials}
+    assert len(study.trials) == 8 and sorted(states) == sorted(trials["trial_id"]), states
+    assert states == {r.trial_id: {"completed": "COMPLETE", "pruned": "PRUNED"}[r.status]
+                      for r in trials.itertuples()}
