@@ -29,7 +29,7 @@ run: $(STAMP) data
 	$(BIN)/tune-schane sweep
 	$(BIN)/tune-schane analyze
 
-# Debian's chromium renders the HTML report in tests/test_report_browser.py.
+# Debian's chromium renders the HTML report in tests/analysis/test_report_browser.py.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }

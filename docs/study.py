@@ -46,13 +46,13 @@ classifier trained on detached features for a few dozen steps. This run separate
 
 | | |
 |---|---|
-| backbone | `mobilenetv2_100`, torchvision's ImageNet-1k weights packaged offline, converted into timm (checked: the same logits as torchvision's model, `tests/test_pretrained.py`) |
+| backbone | `mobilenetv2_100`, torchvision's ImageNet-1k weights packaged offline, converted into timm (checked: the same logits as torchvision's model, `tests/finetune/test_pretrained.py`) |
 | data | Fashion-MNIST (Debian `dataset-fashion-mnist`), 20 images per class (200 training images) drawn by the subset seed, 32 px, two augmented views; val: a fixed class-balanced 500 of the 60 000 training images (never a training image of any seed); test: the official 10 000, read only by the confirm stage |
 | arms | `ce`; `supcon_ce` = CLCE with β = 0 (SupCon + CE); `clce` with β tuned; `supcon` and `schane` (λ = 1) scored by a **linear probe** on the frozen encoder (`eval_mode: auto`) |
 | budget | **48 optimiser steps per trial at every batch size** (`budget: {unit: steps}`), AdamW, weight decay 0.05, warm-up over the first 6 steps then cosine; lr tuned per cell (no scaling rule) |
 | search | per grid cell, TPE (seed 0) over lr, τ, β (clce, schane), λ (clce, supcon_ce); the same 2 configs per cell for every arm, FIFO, picked on val |
 | axis 1: batch | `study-batch`: batch 16, 32, 64, all negatives in the batch |
-| axis 2: negatives | `study-negatives`: batch 64, contrastive term within class-balanced groups of m = 8, 16, 32 images (`negatives: group`); m = 64 is the whole batch, i.e. study-batch's batch-64 cell (the grouped loss at m = batch is the plain loss, `tests/test_negatives.py`) |
+| axis 2: negatives | `study-negatives`: batch 64, contrastive term within class-balanced groups of m = 8, 16, 32 images (`negatives: group`); m = 64 is the whole batch, i.e. study-batch's batch-64 cell (the grouped loss at m = batch is the plain loss, `tests/losses/test_negatives.py`) |
 | confirm | each cell's best config retrained on 5 fresh seeds (seeds 1000–1004: 5 new few-shot subsets and inits, the same 5 for every config) and scored once, at the final step, on all 10 000 test images |
 
 What the budget split is: 27 cells × 2 search trials = 54 search trials, then 27 × 5 = 135 confirm

@@ -132,3 +132,27 @@ def test_private_apis_of_libraries_only_in_their_wrapper_module():
     users = {str(p.relative_to(ROOT)) for p in _sources(*PACKAGES) if p != wrapper and pattern.search(p.read_text())}
     assert users == set()
     assert pattern.search(wrapper.read_text())
+
+
+TESTS = ROOT / "tests"
+TEST_HOMES = {"support", "benchmarks"}  # helpers (no tests); the benchmarks/ folder's tests
+
+
+def test_tests_mirror_the_packages_and_import_no_other_test_file():
+    """tests/<package>/ for each package with tests; helpers in tests/support/, never in a test file."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders - TEST_HOMES <= set(LAYERS), folders - TEST_HOMES - set(LAYERS)
+    assert set(LAYERS) <= folders, set(LAYERS) - folders  # every package has its folder of tests
+    assert {p.name for p in TESTS.glob("test_*.py")} == {"test_layout.py", "test_wheel.py"}  # the project's own
+    importers = {}
+    for path in TESTS.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if any(part.startswith("test_") for part in node.module.split(".")):
+                    importers.setdefault(str(path.relative_to(ROOT)), []).append(node.module)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if any(part.startswith("test_") for part in alias.name.split(".")):
+                        importers.setdefault(str(path.relative_to(ROOT)), []).append(alias.name)
+    assert importers == {}

@@ -11,7 +11,7 @@ It is also the README's new-user path, once, through the installed console scrip
 (`tune-schane sweep digits`, no dataset, no weights) shrunk to one epoch of its batch-64 cells, then
 `status`, `analyze` (a report),
 `export`, and `tune-schane train best.yaml` reproducing the exported trial's objective. The pretrained
-default space runs, shrunk, in tests/test_study_space.py.
+default space runs, shrunk, in tests/ray_tune/test_study_space.py.
 
 The same sweep shows item 6 of issue 15: it runs with a dead head recorded as Ray's current cluster
 (under a private RAY_TMPDIR) and, with no --address, starts its own Ray instead of waiting on it.
@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.raykit import free_port, kill_marked
+from tests.support.raykit import free_port, kill_marked
 from tune_schane.space import builtin_dir, load_space
 from tune_schane.store import TrialStore
 

@@ -144,6 +144,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                            resume=args.resume)
     from .. import ray_tune
 
+    owned = not ray_tune.ray_running()  # a Ray this process already had (a notebook's) is left running
     try:
         _start_ray(args, space)
         if not args.resume:
@@ -157,7 +158,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         if space.confirm:  # the space asks the sweep to end with its confirm stage
             confirm_stage(store, sweep_id, space, storage, resume=args.resume, **space.confirm)
     finally:
-        ray_tune.shutdown()
+        if owned:
+            ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)  # one file per table for the finished sweep
     print_best(store.load_trials(sweep_id), space.objective_metric, space.objective_mode)
     print(f"sweep {sweep_id} done; `tune-schane analyze --sweep {sweep_id}` for the report", flush=True)
@@ -187,11 +189,13 @@ def confirm_command(args: argparse.Namespace) -> int:
     storage = storage_uri(args.storage or "runs/ray")
     from .. import ray_tune
 
+    owned = not ray_tune.ray_running()
     try:
         _start_ray(args, space)
         confirm_stage(store, sweep_id, space, storage, resume=args.resume, **settings)
     finally:
-        ray_tune.shutdown()
+        if owned:
+            ray_tune.shutdown()
     compact_finished_sweep(store, sweep_id)
     return 0
 

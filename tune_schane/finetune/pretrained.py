@@ -9,7 +9,7 @@ ImageNet classifier and adapts the input. Other models fall back to timm's hub.
 Conversion is by position: each checkpoint stores its tensors in the same order as timm's module
 tree (checked for every entry: same count, and every pair of tensors has the same shape), so the
 i-th source tensor becomes the i-th timm tensor. A checkpoint that does not line up is refused, never
-loaded partly. Checks (tests/test_pretrained.py): every converted file loads strictly into the timm
+loaded partly. Checks (tests/finetune/test_pretrained.py): every converted file loads strictly into the timm
 model with its ImageNet classifier; the converted MobileNetV2 gives torchvision's logits on real
 ImageNet photos (measured difference 0.0); all classify 17-18 of 20 of those photos correctly.
 

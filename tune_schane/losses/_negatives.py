@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 # The modes, also in tune_schane.finetune.config (which checks a config without importing torch);
-# tests/test_negatives.py pins the two equal.
+# tests/losses/test_negatives.py pins the two equal.
 NEGATIVES = ("all", "group", "subsample")
 
 

@@ -9,17 +9,17 @@
   benchmark measures against);
 - :mod:`._scheduler`: ASHA per grid cell;
 - :mod:`._recording`: every finished trial into the store (the callback, reconciliation on resume);
-- :mod:`._driver`: ``init_ray``, ``run_sweep``, ``shutdown``;
+- :mod:`._driver`: ``init_ray``, ``ray_running``, ``run_sweep``, ``shutdown``;
 - :mod:`._confirm`: the confirm stage's jobs (tune_schane.search.confirm) run once each, kill-safe through the store.
 """
 
 from ._confirm import run_confirm
-from ._driver import CHECKPOINTS_KEPT, init_ray, run_sweep, shutdown
+from ._driver import CHECKPOINTS_KEPT, init_ray, ray_running, run_sweep, shutdown
 from ._recording import StoreCallback, reconcile_store, record_ray_trial
 from ._scheduler import CellASHA
 from ._searchers import CellSearcher, PruningAwareOptunaSearch
 from ._trainable import CELL_KEY, CONFIG_KEY, ERROR_KEY, GPU_IDS_KEY, STATUS_KEY, trainable, trial_status
 
 __all__ = ["CELL_KEY", "CHECKPOINTS_KEPT", "CONFIG_KEY", "ERROR_KEY", "GPU_IDS_KEY", "STATUS_KEY", "CellASHA",
-           "CellSearcher", "PruningAwareOptunaSearch", "StoreCallback", "init_ray", "reconcile_store",
+           "CellSearcher", "PruningAwareOptunaSearch", "StoreCallback", "init_ray", "ray_running", "reconcile_store",
            "record_ray_trial", "run_confirm", "run_sweep", "shutdown", "trainable", "trial_status"]

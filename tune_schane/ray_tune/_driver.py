@@ -140,6 +140,11 @@ def _bundle(config: dict) -> dict:
     return bundle
 
 
+def ray_running() -> bool:
+    """Whether this process is already connected to a Ray (a notebook's, a test session's)."""
+    return ray.is_initialized()
+
+
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()

@@ -1,6 +1,6 @@
 """Every use of a pinned library's private API, in one place, each with why no public one does the job.
 
-Each of these can break silently on the next Ray or Optuna release; ``tests/test_private_apis.py`` calls
+Each of these can break silently on the next Ray or Optuna release; ``tests/ray_tune/test_private_apis.py`` calls
 every function here against the installed versions, so an upgrade fails there first, by name. Nothing
 else in the package may use a private name of Ray or Optuna (``tests/test_layout.py`` greps for them).
 """

@@ -12,7 +12,7 @@ the unit ASHA judges is the *group* of a config's seeds:
   sibling still alive has reached it; then the group is continued or stopped as a whole;
 - a sibling that ended early (diverged, out of memory, errored) is no longer waited for.
 
-With one seed per group this is exactly Ray's ASHA with one bracket (``tests/test_group_asha.py``
+With one seed per group this is exactly Ray's ASHA with one bracket (``tests/search/test_group_asha.py``
 checks it against Ray's own on the same results). Nothing here imports Ray: the scheduler in
 ``tune_schane.ray_tune._scheduler`` turns these decisions into Ray's CONTINUE / PAUSE / STOP.
 """
