@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..finetune.config import TrialConfig, field_types
+from ..finetune.config import TrialConfig, field_hints, field_types
 from ..finetune.outcomes import (
     CONFIG_FILE,
     EVALUATION_FILE,
@@ -137,7 +137,7 @@ def config_from_row(row: pd.Series) -> TrialConfig:
     after the trial was written, read back as null) falls back to the field's default. Columns of
     fields TrialConfig no longer has are ignored.
     """
-    hints = typing.get_type_hints(TrialConfig)
+    hints = field_hints()
     data: dict[str, Any] = {}
     for name, kind in field_types().items():
         column = f"config_{name}"
