@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from ..errors import BadInput
+from ._coerce import coerce
 from .outcomes import EVAL_MODES, TEST_EPOCH_PICKS
 
 LOSS_FAMILIES = ("ce", "supcon", "schane", "clce", "supcon_ce")
@@ -289,7 +289,7 @@ class TrialConfig:
         for key, value in data.items():
             if key not in known:
                 raise BadInput(f"{source}: unknown config key {key!r}")
-            values[key] = _coerce(key, value, hints[key], source)
+            values[key] = coerce(key, value, hints[key], source)
         return cls(**values)
 
 
@@ -316,37 +316,6 @@ def _base_types() -> dict[str, type]:
 def field_types() -> dict[str, type]:
     """Map each config field to its base Python type (int, float, str, bool); used by the store."""
     return dict(_base_types())
-
-
-_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint)
-    if value is None:
-        if optional:
-            return None
-        raise BadInput(f"{source}: {key} must not be null")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-    elif base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string; it is meant as a number
-    elif base is str:
-        if isinstance(value, str):
-            return value
-    raise BadInput(f"{source}: {key} must be {base.__name__}{' or null' if optional else ''}, "
-                   f"got {value!r}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
