@@ -54,6 +54,15 @@ def test_import_tune_schane_loads_neither_ray_nor_matplotlib():
     assert out.split() == ["False", "False", "False", "False"]
 
 
+def test_the_sweep_driver_loads_no_torch():
+    """torch and timm load in the trials' processes only: the driver of a sweep or confirm run skips
+    their seconds of import (and a CPU-only driver never needs them)."""
+    code = ("import sys, tune_schane.cli._commands, tune_schane.ray_tune, tune_schane.search.confirm\n"
+            "print(*(name in sys.modules for name in ('ray', 'torch', 'timm')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
+
+
 def _package_of(path: Path) -> str | None:
     """The tune_schane package a source file belongs to (``analysis`` for the top-level analysis/ folder)."""
     rel = path.relative_to(ROOT).parts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -82,11 +83,15 @@ def _check_local_cluster(args: argparse.Namespace, space) -> None:
     if args.address and (args.num_cpus is not None or args.num_gpus is not None):
         raise BadInput("--num-cpus/--num-gpus apply to a local Ray only, not with --address")
     if not args.address:
-        from ..finetune.train import local_resources
+        cpus = float(os.cpu_count() or 1) if args.num_cpus is None else args.num_cpus
+        gpus = args.num_gpus
+        if gpus is None:  # counting CUDA devices loads torch (seconds): only when a trial asks for a GPU
+            asks = any(space.resources_for(batch).get("gpu", 0) > 0 for batch in space.batch_sizes())
+            if asks:
+                from ..finetune.train import local_gpus
 
-        cpus, gpus = local_resources()
-        space.check_cluster(cpus if args.num_cpus is None else args.num_cpus,
-                            gpus if args.num_gpus is None else args.num_gpus)
+                gpus = local_gpus()
+        space.check_cluster(cpus, gpus or 0.0)
 
 
 def _start_ray(args: argparse.Namespace, space) -> None:

@@ -169,9 +169,9 @@ def evaluate(
             "val_loss": loss_sum / total}
 
 
-def local_resources() -> tuple[float, float]:
-    """This machine's CPU cores and CUDA devices (what a local Ray cluster gets)."""
-    return float(os.cpu_count() or 1), float(torch.cuda.device_count())
+def local_gpus() -> float:
+    """This machine's CUDA devices (what a local Ray cluster gets; its CPUs are ``os.cpu_count()``)."""
+    return float(torch.cuda.device_count())
 
 
 def resolve_device(name: str) -> torch.device:

@@ -40,14 +40,12 @@ import queue as stdlib_queue
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
-import torch
 from ray import tune
 
 from ..finetune.config import TrialConfig
-from ..finetune.train import TrialStopped, is_out_of_memory
 from ._private_apis import ray_placement_group, torch_trainer_without_pg_cleaner
 from ._trainable import (
     ERROR_KEY,
@@ -61,6 +59,9 @@ from ._trainable import (
     resume,
     stopped_metrics,
 )
+
+if TYPE_CHECKING:
+    from ..finetune.train import TrialStopped
 
 
 class ReleaseTrainResources(tune.Callback):
@@ -159,6 +160,8 @@ def run_group(config: dict[str, Any], trial_config: TrialConfig) -> None:
     if error is None:
         return
     failures = getattr(error, "worker_failures", None) or {}
+    from ..finetune.train import is_out_of_memory
+
     if not any(is_out_of_memory(exc) or "out of memory" in str(exc).lower() for exc in failures.values()):
         raise error
     # One worker ran out of memory and the job ended: the trial ends `oom`, never retried smaller.
@@ -181,6 +184,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     Train gives the worker, the process group, every worker calling report (a barrier) with rank 0's
     checkpoint, and a real OOM ending the job.
     """
+    import torch
     import torch.distributed as dist
     from ray.train.torch import get_device
 

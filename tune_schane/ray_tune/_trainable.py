@@ -27,16 +27,19 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
-import torch
 from ray import tune
 
 from ..finetune.config import TrialConfig
 from ..finetune.outcomes import METRIC_KEYS
-from ..finetune.train import TrialStopped
-from ..finetune.trial import Trial
+
+if TYPE_CHECKING:  # torch and the trial load in the trial's process only: the sweep's driver never needs them
+    import torch
+
+    from ..finetune.train import TrialStopped
+    from ..finetune.trial import Trial
 
 STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"
@@ -75,6 +78,10 @@ def placed_trial(trial_config: TrialConfig, resources: dict[str, Any], device: t
     the card, so a batch that would not fit is gradient-cached, not failed. ``device`` (a Train
     worker's) overrides the config's when given.
     """
+    import torch
+
+    from ..finetune.trial import Trial
+
     changes: dict[str, Any] = {}
     if trial_config.num_threads is None:
         torch.set_num_threads(max(1, int(float(resources.get("cpu", 1)))))
@@ -103,6 +110,8 @@ def report_epochs(trial: Trial, placement: dict[str, Any], report: Callable[[dic
     the store keeps the real (NaN) objective from the epochs. ``reraise(stop)`` says which stops
     must end the process instead (a worker's real OOM inside a collective).
     """
+    from ..finetune.train import TrialStopped
+
     try:
         for metrics in trial.run():
             report({**metrics, **placement, STATUS_KEY: "running", ERROR_KEY: "", "reported_at": time.time()})
