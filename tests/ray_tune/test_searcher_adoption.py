@@ -84,3 +84,47 @@ def test_a_trial_ended_after_the_last_snapshot_is_booked_not_run_again(tmp_path,
         study = restored.searchers[ghost["cell"]].study
         told = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
         assert [t.params for t in told] == [{k: v for k, v in ghost["params"].items() if k != "loss"}]
+
+
+def test_a_told_trial_whose_row_died_with_the_driver_is_written_from_its_folder_and_booked(tmp_path):
+    """Ray tells the searcher a trial ended before the store callback writes its row: a kill inside that
+    write, for a trial started after the last snapshot, leaves it told in the study, unknown to Ray and
+    without a row. The resume writes the row from the trial's latest checkpoint (status from the study,
+    params from the study and the cell), then the restored searcher books it: no replacement is sampled."""
+    from tune_schane.finetune.config import dump_config
+    from tune_schane.finetune.outcomes import CONFIG_FILE, HISTORY_FILE
+    from tune_schane.ray_tune._recording import record_told_trials
+
+    (tmp_path / "space.yaml").write_text(SPACE.replace("REPEATS", "1"))
+    space = dataclasses.replace(load_space(tmp_path / "space.yaml"), optuna_storage=f"sqlite:///{tmp_path}/s.db")
+    store = TrialStore(tmp_path / "store")
+    searcher = CellSearcher(space, "sw", str(tmp_path / "store"))
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", {"epoch": 3, "val_top1": 50.0, STATUS_KEY: "running"})
+    _row(store, "a", first, "completed", [40.0, 45.0, 50.0])
+    searcher.save(str(tmp_path / "snapshot.pkl"))
+
+    ghost = searcher.suggest("ghost")  # ran one epoch, ASHA stopped it, the study heard ... then the kill
+    searcher.on_trial_complete("ghost", {"epoch": 1, "val_top1": 10.0, STATUS_KEY: "running"})
+    checkpoint = tmp_path / "ray" / "sw" / "trial_ghost" / "checkpoint_000000"
+    checkpoint.mkdir(parents=True)  # what the trial wrote beside its state (Trial.write_outputs)
+    dump_config(TrialConfig.from_dict(ghost[CONFIG_KEY]).resolved(), checkpoint / CONFIG_FILE)
+    (checkpoint / HISTORY_FILE).write_text(json.dumps([{"epoch": 1.0, "val_top1": 10.0}]))
+    (checkpoint.parent / "params.json").write_text('{"trial_config": {"lo')  # the driver's file, cut by the kill
+    assert "ghost" not in set(store.load_trials("sw")["trial_id"])
+
+    assert record_told_trials(str(tmp_path / "ray" / "sw"), str(tmp_path / "store"), "sw", space) == 1
+    assert record_told_trials(str(tmp_path / "ray" / "sw"), str(tmp_path / "store"), "sw", space) == 0
+    row = store.load_trials("sw").set_index("trial_id").loc["ghost"]
+    assert row["status"] == "pruned" and row["epochs_run"] == 1 and row["best_objective"] == 10.0
+    assert json.loads(row["params"]) == ghost["params"] and row["config_lr"] == ghost[CONFIG_KEY]["lr"]
+
+    restored = CellSearcher(space, "sw", str(tmp_path / "store"))
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert "ghost" in restored.assignments
+    rest = _drain(restored, "r")
+    assert len(rest) == space.total_trials() - 2  # a and the ghost ran; without the row: one more
+    for searcher_of_cell in restored.searchers:  # every study trial is a store row or still to run
+        told = searcher_of_cell.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
+                                                         optuna.trial.TrialState.PRUNED))
+        assert all(set(t.user_attrs["ray_trial_ids"]) <= {"a", "ghost"} for t in told)

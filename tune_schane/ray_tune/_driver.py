@@ -13,7 +13,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ..space.search_space import TRAIN_DRIVER_CPU, SearchSpace
 from ._anchor import ray_optuna_asha
 from ._connect import checked_address, shipped_code
-from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store
+from ._recording import StoreCallback, drop_sweep_checkpoints, reconcile_store, record_told_trials
 from ._scheduler import CellASHA
 from ._searchers import CellSearcher
 from ._trackers import tracker_callbacks
@@ -97,6 +97,7 @@ def run_sweep(
     experiment = os.path.join(storage_path, sweep_id)
     cell_searcher = None
     if resume:
+        record_told_trials(experiment, store_uri, sweep_id, space)  # before Ray restores the searcher
         tuner = tune.Tuner.restore(experiment, trainable=resources, resume_unfinished=True,
                                    resume_errored=True)
     else:

@@ -25,15 +25,17 @@ from ._trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, WORKER_NODES_
 
 
 def record_ray_trial(store: TrialStore, sweep_id: str, space: SearchSpace, *, trial_id: str, config: dict,
-                     result: dict | None, checkpoint: tune.Checkpoint | None, error: str | None) -> None:
-    """Write one Ray trial (``config``: its Ray config; ``error``: the exception's text when it errored)."""
+                     result: dict | None, checkpoint: tune.Checkpoint | None, error: str | None,
+                     status: str | None = None) -> None:
+    """Write one Ray trial (``config``: its Ray config; ``error``: the exception's text when it errored;
+    ``status``: how it ended when known otherwise than from ``result``)."""
     result = result or {}
     outputs = read_outputs(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
     trial_config, history = outputs or (TrialConfig.from_dict(config[CONFIG_KEY]), [])
     evaluation = read_evaluation(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
     message = _last_line(error) if error is not None else (result.get(ERROR_KEY) or None)
     record_trial(store, sweep_id=sweep_id, trial_id=trial_id,
-                 status=trial_status(result, error is not None, space.max_epochs), config=trial_config,
+                 status=status or trial_status(result, error is not None, space.max_epochs), config=trial_config,
                  history=history, resources=config.get("resources"), error=message,
                  objective=space.objective_metric, mode=space.objective_mode,
                  wall_seconds=float(result.get("time_total_s", math.nan)),
@@ -176,3 +178,70 @@ def reconcile_store(results: tune.ResultGrid, store_uri: str, sweep_id: str, spa
                          result=result.metrics, checkpoint=result.checkpoint,
                          error=str(result.error) if result.error else None)
     return len(missing)
+
+
+def record_told_trials(experiment: str, store_uri: str, sweep_id: str, space: SearchSpace) -> int:
+    """Write the trials an Optuna storage was told ended but the store lacks; return how many.
+
+    Ray tells the searcher that a trial ended before the callbacks write its row
+    (``TuneController.stop_trial``). A driver killed inside that write, for a trial that started after
+    Ray's last saved experiment state, leaves the trial told in a persistent study, unknown to the
+    resumed Ray and without a row: the resumed sweep would sample a replacement and the study would
+    end with one trial more than the store. What the row needs is still on storage: the trial's latest
+    checkpoint (its resolved config and history; checkpoints are only dropped once the row landed),
+    how it ended (the study's state) and its params (the study's, with the cell's grid values). The
+    driver's own files of the trial (``params.json``, ``result.json``) may have died with it unflushed,
+    so they are used only when whole. Called before Ray restores the searcher, which then books the
+    row like any trial its saved state missed (``CellSearcher.adopt_unknown_trials``). A trial told
+    FAIL is left out (diverged, oom or an exception cannot be told apart without its last result).
+    """
+    if space.optuna_storage is None or space.searcher == "grid":
+        return 0
+    import optuna
+    import pyarrow.fs as pafs
+    from optuna.trial import TrialState
+
+    from ..space.storage import open_storage, study_name
+
+    ended = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned"}
+    storage, told = open_storage(space.optuna_storage), {}
+    for cell in space.cells():
+        try:
+            study = optuna.load_study(study_name=study_name(sweep_id, cell), storage=storage)
+        except KeyError:  # the driver died before this cell's study was made
+            continue
+        for frozen in study.get_trials(deepcopy=False, states=tuple(ended)):
+            for ray_id in frozen.user_attrs.get("ray_trial_ids", ()):
+                told[ray_id] = (ended[frozen.state], {**cell, **frozen.params})
+    missing = sorted(set(told) - ResumeLedger.read(store_uri, sweep_id).known())
+    if not missing:
+        return 0
+    filesystem, root = (pafs.FileSystem.from_uri(experiment) if "://" in experiment
+                        else (pafs.LocalFileSystem(), experiment))
+    store, written = TrialStore(store_uri), 0
+    for trial_id in missing:
+        folder = f"{root}/trial_{trial_id}"
+        checkpoints = sorted(info.path for info in filesystem.get_file_info(pafs.FileSelector(folder,
+                                                                                                allow_not_found=True))
+                             if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        outputs = read_outputs(filesystem, checkpoints[-1]) if checkpoints else None
+        if outputs is None:
+            continue  # it never reported (a config handed out again under another id ran instead)
+        status, params = told[trial_id]
+        config = _read_json(filesystem, f"{folder}/params.json") or {
+            "params": params, "resources": space.resources_for(outputs[0].batch_size),
+            CONFIG_KEY: outputs[0].to_dict()}
+        record_ray_trial(store, sweep_id, space, trial_id=trial_id, config=config, result=None,
+                         checkpoint=tune.Checkpoint(checkpoints[-1], filesystem), error=None, status=status)
+        written += 1
+    return written
+
+
+def _read_json(filesystem, path: str) -> dict | None:
+    import json
+
+    try:
+        with filesystem.open_input_stream(path) as src:
+            return json.loads(src.read())
+    except (OSError, ValueError):
+        return None
