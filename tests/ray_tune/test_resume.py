@@ -16,20 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.raykit import VENV_BIN, kill_marked, ray_env
+from tests.support.sweeps import FAST_FIXED
 from tune_schane.faults import KILL_ENV
 from tune_schane.store import TrialStore
 
 pytestmark = pytest.mark.slow
 
-SPACE = """\
+SPACE = FAST_FIXED + """\
 name: resume
-fixed:
-  model: test_vit
-  dataset: digits
-  img_size: 16
-  shots: 12
-  num_threads: 1
-  warmup_epochs: 0
 params:
   loss: {choice: [ce, supcon, clce]}
   tau: {loguniform: [0.05, 0.5], when: {loss: [supcon, clce]}}
