@@ -20,7 +20,7 @@ from ..finetune.config import TrialConfig
 from ..search.ledger import ResumeLedger
 from ..space.search_space import SearchSpace
 from ..store.records import read_evaluation, read_outputs, record_trial
-from ..store.trial_store import TrialStore
+from ..store.trial_store import TrialStore, open_filesystem
 from ._trainable import CONFIG_KEY, ERROR_KEY, JOB_KEY, STAGE_KEY, WORKER_NODES_KEY, trial_status
 
 
@@ -126,16 +126,21 @@ def saved_state_time(filesystem, experiment_path: str) -> float | None:
 def drop_checkpoints(filesystem, trial_path: str, *, keep: str | None = None, keep_latest: int = 0) -> int:
     """Delete the ``checkpoint_*`` folders of one trial on its storage filesystem, except the folder
     ``keep`` and the ``keep_latest`` newest (Ray numbers them in order: ``checkpoint_000003``)."""
-    import pyarrow.fs as pafs
-
-    selector = pafs.FileSelector(trial_path, allow_not_found=True)
-    folders = sorted(info.path for info in filesystem.get_file_info(selector)
-                     if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    folders = checkpoint_folders(filesystem, trial_path)
     kept = set(folders[len(folders) - keep_latest:]) if keep_latest else set()
     gone = [path for path in folders if path not in kept and (keep is None or path.rstrip("/") != keep.rstrip("/"))]
     for path in gone:
         filesystem.delete_dir(path)
     return len(gone)
+
+
+def checkpoint_folders(filesystem, trial_path: str) -> list[str]:
+    """A trial's ``checkpoint_*`` folders, oldest first (Ray numbers them in order: ``checkpoint_000003``)."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(trial_path, allow_not_found=True)
+    return sorted(info.path for info in filesystem.get_file_info(selector)
+                  if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
 
 
 def drop_sweep_checkpoints(results: tune.ResultGrid, *, keep: str, metric: str, mode: str) -> int:
@@ -198,7 +203,6 @@ def record_told_trials(experiment: str, store_uri: str, sweep_id: str, space: Se
     if space.optuna_storage is None or space.searcher == "grid":
         return 0
     import optuna
-    import pyarrow.fs as pafs
     from optuna.trial import TrialState
 
     from ..space.storage import open_storage, study_name
@@ -216,14 +220,11 @@ def record_told_trials(experiment: str, store_uri: str, sweep_id: str, space: Se
     missing = sorted(set(told) - ResumeLedger.read(store_uri, sweep_id).known())
     if not missing:
         return 0
-    filesystem, root = (pafs.FileSystem.from_uri(experiment) if "://" in experiment
-                        else (pafs.LocalFileSystem(), experiment))
+    filesystem, root = open_filesystem(experiment, "sweep storage")
     store, written = TrialStore(store_uri), 0
     for trial_id in missing:
         folder = f"{root}/trial_{trial_id}"
-        checkpoints = sorted(info.path for info in filesystem.get_file_info(pafs.FileSelector(folder,
-                                                                                                allow_not_found=True))
-                             if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+        checkpoints = checkpoint_folders(filesystem, folder)
         outputs = read_outputs(filesystem, checkpoints[-1]) if checkpoints else None
         if outputs is None:
             continue  # it never reported (a config handed out again under another id ran instead)
