@@ -2,9 +2,8 @@
 
 - :mod:`._trainable`: the trial under Ray (config dict -> the plain loop, one report per epoch) and
   the keys of its reports;
-- :mod:`._searchers`: one searcher per cell (:mod:`._optuna_search`: an Optuna study driven with
-  ``ask``/``tell``, or the grid list), ``repeats`` seeds per config, warm starts between neighbouring
-  cells, behind one Ray ``Searcher``;
+- :mod:`._searchers`: the grid's searcher (tune_schane.search.cell_search, Ray-free) behind Ray's
+  ``Searcher``, with Ray's checkpoints of it;
 - :mod:`._anchor`: Ray's own ``OptunaSearch`` + ``ASHAScheduler`` over the whole space (what the search
   benchmark measures against);
 - :mod:`._scheduler`: ASHA per grid cell;

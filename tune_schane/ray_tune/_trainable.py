@@ -34,6 +34,7 @@ from ray import tune
 
 from ..finetune.config import TrialConfig
 from ..finetune.outcomes import METRIC_KEYS
+from ..search.reports import CELL_KEY, CONFIG_KEY, STATUS_KEY, trial_status  # noqa: F401  (the keys Ray trials report)
 
 if TYPE_CHECKING:  # torch and the trial load in the trial's process only: the sweep's driver never needs them
     import torch
@@ -41,11 +42,8 @@ if TYPE_CHECKING:  # torch and the trial load in the trial's process only: the s
     from ..finetune.train import TrialStopped
     from ..finetune.trial import Trial
 
-STATUS_KEY = "trial_status"  # running | diverged | oom, in every report
 ERROR_KEY = "trial_error"
 GPU_IDS_KEY = "gpu_ids"  # "0,1": the GPU ids Ray assigned (CUDA_VISIBLE_DEVICES of the trial)
-CONFIG_KEY = "trial_config"  # the TrialConfig as a dict, in the param space of every trial
-CELL_KEY = "cell"  # index of the trial's grid cell, for the per-cell ASHA
 CODE_PATH_KEY = "code_path"  # the tune_schane folder the trial imported
 STAGE_KEY = "stage"  # search (absent) or confirm: the store's `stage` column
 JOB_KEY = "confirm_job"  # a confirm trial's job key (tune_schane.search.confirm): one row per key, ever
@@ -134,14 +132,3 @@ def report_with_checkpoint(trial: Trial, metrics: dict[str, Any], report: Callab
         trial.save_checkpoint(directory)
         report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-
-def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
-    """How a Ray trial ended, from its last result: completed, pruned (stopped early), diverged, oom or error."""
-    if error:
-        return "error"
-    if not result:
-        return "pruned"
-    status = result.get(STATUS_KEY, "running")
-    if status != "running":
-        return status
-    return "completed" if int(result.get("epoch", 0)) >= max_epochs else "pruned"
