@@ -136,8 +136,11 @@ class Trial:
         """One deterministic pass over ``dataset``; a data-parallel worker scores its share."""
         replica, world = self.replica, self.config.workers
         part = dataset if replica is None else Subset(dataset, range(replica.rank, len(dataset), world))
+        # Its own generator: a DataLoader draws a seed for its iterator from torch's global RNG otherwise,
+        # so each evaluation would move the augmentations and dropout of the training after it, and a run
+        # reporting every 1/4 epoch would train differently from one reporting every epoch.
         return DataLoader(part, batch_size=max(self.config.batch_size // world, 64), shuffle=False,
-                          num_workers=self.config.num_workers)
+                          num_workers=self.config.num_workers, generator=torch.Generator())
 
     def _fit_memory_budget(self, cfg: TrialConfig, img_size: int, loss_fn) -> TrialConfig:
         """The config with an automatic gradient-cache chunk when the batch would exceed the budget.
