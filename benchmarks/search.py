@@ -6,13 +6,9 @@ tuning can reach. Each strategy runs the real sweep (Ray Tune, real training) on
 a reference table from a larger random + FIFO search (computed once, cached in the output folder
 under a digest of the space and the reference's size). Strategies:
 
-- ``random+fifo``: random configs per cell, every trial trained to the end (the cost baseline);
-- ``ray-optuna+asha``: Ray's ``OptunaSearch`` over the whole space (grid axes categorical) and one
-  ``ASHAScheduler`` over all trials, the anchor (tune_schane/ray_tune/_anchor.py);
-- ``cells``: per-cell TPE + per-cell ASHA, no sharing between cells (the first round's default);
-- ``default``: per-cell TPE + ASHA with the searcher switches' defaults (warm starts from neighbouring
-  cells, patience; tune_schane/search/cell_sharing.py), i.e. what a space file gets without saying anything;
-- ``--variant NAME:warm_start=2,patience=3,startup_trials=3``: more points of the frontier.
+random+FIFO, Ray's OptunaSearch + ASHA (the anchor), per-cell TPE + ASHA, and today's defaults
+(``benchmarks/strategies.py``, shared with the replay benchmark), plus ``--variant
+NAME:warm_start=2,patience=3,startup_trials=3`` for more points of the frontier.
 
 Printed per strategy: the mean over seeds of the mean absolute per-cell gap to the reference
 (points of val_top1; a cell without a completed trial counts its whole reference value), the worst
@@ -34,31 +30,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import machine_line
+from benchmarks.strategies import NO_SHARING, strategies
 
 SPACE = Path(__file__).with_name("search_space.yaml")
 REFERENCE_SAMPLES = 24  # configs per cell of the reference random + FIFO search
 REFERENCE_SEED = 1000
-NO_SHARING = {"warm_start": 0, "patience": 0}
-
-
-def strategies(base, variants: list[str]) -> dict[str, tuple[object, str]]:
-    """Name -> (space, run_sweep strategy)."""
-    from tune_schane.space.schema import PATIENCE, STARTUP_TRIALS, WARM_START
-
-    out = {
-        "random+fifo": (dataclasses.replace(base, searcher="random", scheduler="fifo", **NO_SHARING), "cells"),
-        "ray-optuna+asha": (base, "ray-optuna"),
-        "cells": (dataclasses.replace(base, startup_trials=10, **NO_SHARING), "cells"),
-        "default": (dataclasses.replace(base, warm_start=WARM_START, patience=PATIENCE,
-                                        startup_trials=STARTUP_TRIALS), "cells"),
-    }
-    for text in variants:
-        name, _, settings = text.partition(":")
-        values = {k: int(v) for k, v in (kv.split("=") for kv in settings.split(",") if kv)}
-        out[name] = (dataclasses.replace(base, **values), "cells")
-    return out
-
-
 def run_one(space, strategy: str, sweep_id: str, workdir: Path) -> tuple[pd.DataFrame, float]:
     """Run one sweep in a fresh local Ray; its trial rows and its wall time."""
     from tune_schane import ray_tune

@@ -42,9 +42,7 @@ class CellASHA(PickledState, FIFOScheduler):
     def _cell(self, trial) -> GroupASHA:
         cell = int(trial.config.get(CELL_KEY, 0))
         if cell not in self.by_cell:
-            self.by_cell[cell] = GroupASHA(grace_period=self.space.grace_period,
-                                           reduction_factor=self.space.reduction_factor,
-                                           max_t=self.space.max_epochs, mode=self.space.objective_mode)
+            self.by_cell[cell] = GroupASHA.for_space(self.space)
         return self.by_cell[cell]
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:

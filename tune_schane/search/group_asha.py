@@ -49,6 +49,12 @@ class GroupASHA:
         self.groups: dict[str, _Group] = {}
         self.group_of: dict[str, str] = {}
 
+    @classmethod
+    def for_space(cls, space) -> GroupASHA:
+        """One grid cell's ASHA as a sweep of ``space`` (a :class:`~tune_schane.space.SearchSpace`) runs it."""
+        return cls(grace_period=space.grace_period, reduction_factor=space.reduction_factor,
+                   max_t=space.max_epochs, mode=space.objective_mode)
+
     def add(self, trial: str, group: str, size: int) -> None:
         self.groups.setdefault(group, _Group(size))
         self.group_of[trial] = group
