@@ -35,6 +35,8 @@ from benchmarks.strategies import NO_SHARING, strategies
 SPACE = Path(__file__).with_name("search_space.yaml")
 REFERENCE_SAMPLES = 24  # configs per cell of the reference random + FIFO search
 REFERENCE_SEED = 1000
+
+
 def run_one(space, strategy: str, sweep_id: str, workdir: Path) -> tuple[pd.DataFrame, float]:
     """Run one sweep in a fresh local Ray; its trial rows and its wall time."""
     from tune_schane import ray_tune

@@ -9,7 +9,8 @@ One definition for the real benchmark (``benchmarks/search.py``: real sweeps on 
 - ``cells``: per-cell TPE + per-cell ASHA, no sharing between cells (the first round's default);
 - ``default``: per-cell TPE + ASHA with the searcher switches' defaults (warm starts from neighbouring
   cells, patience, TPE's start-up trials; tune_schane/search/cell_sharing.py), what a space file gets;
-- variants ``NAME:warm_start=2,patience=3,startup_trials=3``: more points of the frontier.
+- variants ``NAME:warm_start=2,patience=3,startup_trials=3`` (any SearchSpace field: ``reduction_factor=3``,
+  ``rung_tie=2.0``, ``num_samples=8``): more points of the frontier.
 """
 
 from __future__ import annotations
@@ -32,6 +33,6 @@ def strategies(base, variants: list[str] = ()) -> dict[str, tuple[object, str]]:
     }
     for text in variants:
         name, _, settings = text.partition(":")
-        values = {k: int(v) for k, v in (kv.split("=") for kv in settings.split(",") if kv)}
+        values = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in settings.split(",") if kv)}
         out[name] = (dataclasses.replace(base, **values), "cells")
     return out

@@ -96,3 +96,29 @@ def test_force_judges_a_group_on_the_seeds_it_has():
     assert ours.waiting_groups() == ["s"]
     assert ours.force("s") == {"s0": True}
     assert ours.waiting_groups() == []
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_config_within_the_tie_of_the_cutoff_goes_on(mode):
+    sign = 1.0 if mode == "max" else -1.0
+    plain, tied = asha(mode=mode), GroupASHA(grace_period=1, reduction_factor=2, max_t=4, mode=mode, tie=2.0)
+    for ours in (plain, tied):
+        for trial in ("a", "b", "c"):
+            ours.add(trial, trial, 1)
+        assert ours.result("a", 1, sign * 80.0)[0] == CONTINUE  # the first at the rung
+    assert plain.result("b", 1, sign * 78.5)[0] == STOP  # below the cutoff (80)...
+    assert tied.result("b", 1, sign * 78.5)[0] == CONTINUE  # ...but within 2 points of it: a tie
+    assert tied.result("c", 1, sign * 77.0)[0] == STOP  # 3 points below stops with the tie too
+
+
+def test_the_space_file_sets_the_tie():
+    from tune_schane.errors import BadInput
+    from tune_schane.space.search_space import parse_space
+
+    base = {"params": {"lr": {"loguniform": [1e-3, 1e-2]}}, "num_samples": 2,
+            "scheduler": {"type": "asha", "max_epochs": 4}}
+    assert GroupASHA.for_space(parse_space(base)).tie == 0.0
+    space = parse_space({**base, "scheduler": {"type": "asha", "max_epochs": 4, "tie": 1.5}})
+    assert (space.rung_tie, GroupASHA.for_space(space).tie) == (1.5, 1.5)
+    with pytest.raises(BadInput, match=r"scheduler\.tie"):
+        parse_space({**base, "scheduler": {"type": "asha", "max_epochs": 4, "tie": -1}})

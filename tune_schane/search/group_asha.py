@@ -10,6 +10,8 @@ the unit ASHA judges is the *group* of a config's seeds:
   there (the top ``1 / reduction_factor`` quantile, as in Ray's ASHA);
 - a seed that reaches a rung before its siblings *waits* (the Ray scheduler pauses it) until every
   sibling still alive has reached it; then the group is continued or stopped as a whole;
+- with ``tie`` > 0 (``scheduler: {tie: 2.0}``, objective units: the measured seed noise) a group whose
+  mean is within ``tie`` of the cutoff goes on: a difference the seeds cannot resolve is not a reason to stop;
 - a sibling that ended early (diverged, out of memory, errored) is no longer waited for.
 
 With one seed per group this is exactly Ray's ASHA with one bracket (``tests/search/test_group_asha.py``
@@ -38,8 +40,9 @@ class _Group:
 class GroupASHA:
     """ASHA over groups of seeds for one grid cell. ``mode`` is ``max`` or ``min``."""
 
-    def __init__(self, *, grace_period: int, reduction_factor: float, max_t: int, mode: str) -> None:
+    def __init__(self, *, grace_period: int, reduction_factor: float, max_t: int, mode: str, tie: float = 0.0) -> None:
         self.rf, self.max_t, self.sign = reduction_factor, max_t, 1.0 if mode == "max" else -1.0
+        self.tie = tie  # a mean within this of the cutoff counts as a tie, and goes on
         self.rungs: list[int] = []  # ascending milestones below max_t: the only ones that decide
         milestone = grace_period
         while milestone < max_t:
@@ -53,7 +56,7 @@ class GroupASHA:
     def for_space(cls, space) -> GroupASHA:
         """One grid cell's ASHA as a sweep of ``space`` (a :class:`~tune_schane.space.SearchSpace`) runs it."""
         return cls(grace_period=space.grace_period, reduction_factor=space.reduction_factor,
-                   max_t=space.max_epochs, mode=space.objective_mode)
+                   max_t=space.max_epochs, mode=space.objective_mode, tie=getattr(space, "rung_tie", 0.0))
 
     def add(self, trial: str, group: str, size: int) -> None:
         self.groups.setdefault(group, _Group(size))
@@ -109,7 +112,7 @@ class GroupASHA:
         mean = float(np.mean(list(values.values())))
         recorded = self.recorded[rung]
         cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100) if recorded else None
-        go = cutoff is None or not mean < cutoff
+        go = cutoff is None or not mean < cutoff - getattr(self, "tie", 0.0)  # (a state pickled before `tie`)
         recorded[name], group.decided[rung] = mean, go
         released = {t: go for t, r in group.waiting.items() if r == rung}
         for t in released:

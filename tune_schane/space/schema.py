@@ -185,9 +185,12 @@ def _scheduler(raw: Any, fixed: dict[str, Any], budget: dict[str, Any] | None = 
     kind = scheduler.get("type", "asha")
     if kind not in SCHEDULERS:
         raise BadInput(f"scheduler.type: {kind!r} is not one of {', '.join(SCHEDULERS)}")
-    allowed = {"type", "max_epochs"} | ({"grace_period", "reduction_factor"} if kind == "asha" else set())
+    allowed = {"type", "max_epochs"} | ({"grace_period", "reduction_factor", "tie"} if kind == "asha" else set())
     only(scheduler, allowed, f"scheduler ({kind})")
     factor = integer(scheduler.get("reduction_factor", 2), "scheduler.reduction_factor", 2)
+    tie = number(scheduler.get("tie", 0.0), "scheduler.tie")
+    if tie < 0:
+        raise BadInput(f"scheduler.tie: {tie} must be >= 0 (objective units within which a rung counts a tie)")
     if budget is not None:
         if "max_epochs" in scheduler:
             raise BadInput(f"scheduler.max_epochs: the budget block sets the length ({budget['value']} "
@@ -198,7 +201,7 @@ def _scheduler(raw: Any, fixed: dict[str, Any], budget: dict[str, Any] | None = 
             raise BadInput(f"scheduler.grace_period: {grace} {budget['unit']} is not a whole number of reports "
                            f"of {per_report} {budget['unit']} within the budget of {budget['value']}")
         return {"scheduler": kind, "max_epochs": budget["reports"], "grace_period": grace // per_report,
-                "reduction_factor": factor}
+                "reduction_factor": factor, "rung_tie": tie}
     max_epochs = integer(scheduler.get("max_epochs", fixed.get("epochs", TrialConfig.epochs)),
                          "scheduler.max_epochs", 1)
     if fixed.pop("epochs", max_epochs) != max_epochs:
@@ -207,7 +210,8 @@ def _scheduler(raw: Any, fixed: dict[str, Any], budget: dict[str, Any] | None = 
     grace = integer(scheduler.get("grace_period", 1), "scheduler.grace_period", 1)
     if grace > max_epochs:
         raise BadInput(f"scheduler.grace_period: {grace} is more than max_epochs {max_epochs}")
-    return {"scheduler": kind, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": factor}
+    return {"scheduler": kind, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": factor,
+            "rung_tie": tie}
 
 
 # Defaults of the searcher's grid switches (tune_schane/search/cell_sharing.py), from `python -m benchmarks.search`

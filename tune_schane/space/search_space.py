@@ -76,6 +76,7 @@ class SearchSpace:
     max_epochs: int = 4
     grace_period: int = 1
     reduction_factor: int = 2
+    rung_tie: float = 0.0  # ASHA: a config within this many objective units of a rung's cutoff goes on (0: off)
     num_samples: int = 1
     repeats: int = 1
     max_concurrent: int = 1
