@@ -9,7 +9,9 @@ Each ratio is measured against its reference in this same run, on this machine:
 
 - search:    epochs of each search strategy / random + FIFO's for the same per-cell answers (benchmarks.search)
 
-``--quick`` skips the search benchmark (about half an hour of real sweeps on 2 cores).
+``--quick`` skips the search benchmark (about half an hour of real sweeps on 2 cores). The search
+strategies are judged over 50 searcher seeds by the replay (``python -m benchmarks.replay``, two minutes;
+its table of real learning curves is built by ``python -m benchmarks.replay.table``), not run here.
 """
 
 from __future__ import annotations

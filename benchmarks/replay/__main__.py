@@ -104,6 +104,7 @@ def summarise(result: dict) -> dict:
             "seeds": len(group), "regret": float(regret.mean()), "regret_ci": metrics.ci(regret),
             "iqm": metrics.iqm(regret), "iqm_ci": metrics.ci(regret, metrics.iqm),
             "report_error": float(np.nanmean([r["report_error"] for r in group])),
+            "optimism": float(np.nanmean([r["optimism"] for r in group])),
             "missing": float(np.mean([r["missing"] for r in group])),
             "trials": float(np.mean([r["trials"] for r in group])),
             "epochs": float(np.mean([r["epochs"] for r in group])), "ratio": float(np.mean(ratio)),
@@ -119,7 +120,8 @@ def summarise(result: dict) -> dict:
             if other in by and other != name:
                 out[name][f"vs_{other}"] = metrics.paired(regret, np.array([r["regret"] for r in by[other]]))
     return {"strategies": out, "cells": cells, "truth": table.truth().tolist(),
-            "noise": metrics.seed_noise(table).tolist(), "rank": metrics.rank_correlations(table).tolist(),
+            "noise": metrics.seed_noise(table).tolist(), "floor": metrics.selection_floor(table).tolist(),
+            "rank": metrics.rank_correlations(table).tolist(),
             "transfer": metrics.transfer_regret(table).tolist()}
 
 
@@ -131,16 +133,20 @@ def print_report(result: dict, summary: dict) -> None:
     print(f"truth per cell: mean {np.mean(summary['truth']):.1f} val_top1; seed noise (sd of one config's final "
           f"value over seeds, median over the pool): median cell {np.median(summary['noise']):.2f}, "
           f"worst {max(summary['noise']):.2f} points\n")
-    head = (f"{'strategy':28} {'regret [95% CI]':>20} {'IQM [95% CI]':>20} {'rep.err':>7} {'no ans':>6} "
+    print(f"selection floor (regret of picking among all {table.n_points} pool points by one seed's final value): "
+          f"mean {np.mean(summary['floor']):.2f} points\n")
+    head = (f"{'strategy':28} {'regret [95% CI]':>20} {'IQM [95% CI]':>20} {'rep.err':>7} {'optim.':>6} {'no ans':>6} "
             f"{'trials':>6} {'epochs':>6} {'x FIFO':>6} {'@1/3':>5} {'1pt@':>5} {'snap':>5}")
     print(head)
     for name, r in s.items():
         print(f"{name:28} {r['regret']:6.2f} [{r['regret_ci'][0]:5.2f},{r['regret_ci'][1]:5.2f}] "
               f"{r['iqm']:6.2f} [{r['iqm_ci'][0]:5.2f},{r['iqm_ci'][1]:5.2f}] {r['report_error']:7.2f} "
+              f"{r['optimism']:6.2f} "
               f"{r['missing']:6.2f} {r['trials']:6.1f} {r['epochs']:6.0f} {r['ratio']:6.2f} "
               f"{r['regret_at_third']:5.2f} {r['reach_1pt_median']:5.2f} {r['snap']:5.3f}")
     print("\n(regret: mean over seeds of the mean per-cell selection regret, points; rep.err: pick's best_objective −"
-          " truth; @1/3: regret after 1/3 of random + FIFO's epochs; 1pt@: median epochs (x FIFO) to regret ≤ 1,"
+          " truth;\n optim.: pick's best_objective − its true value; @1/3: regret after 1/3 of random + FIFO's epochs;"
+          " 1pt@: median epochs (x FIFO) to regret ≤ 1,"
           " inf if never; snap: mean distance to the pool point run, unit cube)\n")
     print("paired over seeds (regret of the row − regret of the column: mean [95% CI], Wilcoxon p)")
     for name, r in s.items():
@@ -155,9 +161,9 @@ def print_report(result: dict, summary: dict) -> None:
         print(f"  {name:28} replay {r['gap']:6.2f} (5-95 % over seeds {r['gap_range'][0]:.2f}-"
               f"{r['gap_range'][1]:.2f}), x FIFO {r['ratio']:.2f}{on_ray}")
     print("\nper-cell selection regret (mean over seeds):")
-    print(f"  {'cell':10} {'truth':>6} {'noise':>5} " + " ".join(f"{n[:11]:>11}" for n in s))
+    print(f"  {'cell':10} {'truth':>6} {'noise':>5} {'floor':>5} " + " ".join(f"{n[:11]:>11}" for n in s))
     for c, cell in enumerate(summary["cells"]):
-        print(f"  {cell:10} {summary['truth'][c]:6.1f} {summary['noise'][c]:5.2f} "
+        print(f"  {cell:10} {summary['truth'][c]:6.1f} {summary['noise'][c]:5.2f} {summary['floor'][c]:5.2f} "
               + " ".join(f"{s[n]['per_cell'][c]:11.2f}" for n in s))
     rank = np.array(summary["rank"])
     print("\nrank correlation (Spearman, one seed's value vs the true final value, over the pool) by fidelity:")

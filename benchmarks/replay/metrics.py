@@ -7,8 +7,12 @@ Per cell (loss family × batch size):
 - *pick*: the completed trial with the best ``best_objective`` (the analysis' and export's rule);
 - *selection regret*: truth − the pick's true value (≥ 0; a cell without a completed trial is charged
   truth − its worst config's true value: no answer is as bad as the worst one);
-- *reporting error*: the pick's ``best_objective`` − truth (signed: > 0 when the sweep's table
-  promises more than its config delivers: the max over epochs and over trials is optimistic).
+- *reporting error*: the pick's ``best_objective`` − truth (signed);
+- *optimism*: the pick's ``best_objective`` − the pick's own true value (> 0: the reported number
+  promises more than its config delivers; the max over epochs and over trials is optimistic).
+
+The *selection floor* of a cell: the regret of picking among every pool point by one seed's final value
+(an exhaustive search with one seed per config): what one-seed selection cannot beat on this table.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ def score(table: Table, rep: Replay) -> dict:
     regret = regrets(table, picks)
     truth = table.truth()
     errors = [p.best - truth[c] for c, p in enumerate(picks) if p is not None]
+    means = table.true_means()
+    optimism = [p.best - means[c, p.point] for c, p in enumerate(picks) if p is not None]
     return {"regret": float(regret.mean()), "per_cell": regret.tolist(),
             "report_error": float(np.mean(errors)) if errors else math.nan,
+            "optimism": float(np.mean(optimism)) if optimism else math.nan,
             "missing": sum(p is None for p in picks), "epochs": rep.epochs, "trials": len(rep.trials),
             "snap": float(np.mean([t.snap for t in rep.trials])), "observed": [p.best if p else None for p in picks]}
 
@@ -97,6 +104,14 @@ def transfer_regret(table: Table, k: int = 3) -> np.ndarray:
     top = np.argsort(-means, axis=1)[:, :k]
     return np.array([[truth[t] - means[t, top[s]].max() for t in range(len(table.cells))]
                      for s in range(len(table.cells))])
+
+
+def selection_floor(table: Table) -> np.ndarray:
+    """``[cell]``: mean over seeds of the regret of the pool point with the best final value at that seed."""
+    means, truth = table.true_means(), table.truth()
+    final = np.nan_to_num(table.values[..., -1], nan=-np.inf)
+    return np.array([np.mean([truth[c] - means[c, int(np.argmax(final[c, :, s]))] for s in range(final.shape[2])])
+                     for c in range(len(table.cells))])
 
 
 def seed_noise(table: Table) -> np.ndarray:
