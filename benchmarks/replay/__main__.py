@@ -39,6 +39,8 @@ BUDGET_STEP = 4  # epochs between points of the anytime curve
 MEASURED_ON_RAY = {"random+fifo": (2.74, 1.00), "ray-optuna+asha": (56.15, 0.62), "cells": (3.08, 0.62),
                    "default": (1.93, 0.58)}
 
+PLOTTED = ("random+fifo", "ray-optuna+asha", "cells", "default")  # the anytime plot's curves (variants: results.json)
+
 _TABLE: Table | None = None
 _SNAP: Snapper | None = None
 
@@ -194,12 +196,15 @@ def plot(summary: dict, budgets: list, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     x = np.array(budgets)
     for name, r in summary["strategies"].items():
+        if name not in PLOTTED:
+            continue
         mean, sd = np.array(r["curve"]), np.array(r["curve_sd"])
         half = 1.96 * sd / math.sqrt(r["seeds"])
         ax.plot(x, mean, label=name)
         ax.fill_between(x, mean - half, mean + half, alpha=0.2)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("cumulative epochs (random + FIFO spends 384)")
+    fifo = summary["strategies"].get("random+fifo", {}).get("epochs", math.nan)
+    ax.set_xlabel(f"cumulative epochs (random + FIFO spends {fifo:.0f})")
     ax.set_ylabel("mean selection regret (val_top1 points)")
     ax.set_yscale("log")
     ax.set_title("Anytime regret, replayed (band: 95 % normal CI over searcher seeds)")
