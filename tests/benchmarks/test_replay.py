@@ -118,7 +118,10 @@ def test_regret_is_measured_against_the_tables_truth(table):
     assert metrics.regrets(table, best).tolist() == [0.0] * len(table.cells)
     none = metrics.regrets(table, [None] * len(table.cells))
     assert none.tolist() == pytest.approx((truth - means.min(axis=1)).tolist())
-    assert (metrics.rank_correlations(table)[:, -1] > 0.5).all()  # a seed's final value ranks like the mean
+    rank = metrics.rank_correlations(table)
+    # One seed's final value ranks the pool like the 3-seed mean, better than its first report does (CE at batch 32
+    # is the exception the docs name: its configs all land within the seed noise of each other).
+    assert rank[:, -1].mean() > 0.7 and rank[:, -1].mean() > rank[:, 0].mean() + 0.2
 
 
 def test_a_line_cut_by_a_killed_generator_is_ignored_then_dropped(tmp_path):
