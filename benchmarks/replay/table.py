@@ -21,6 +21,7 @@ and because today's real benchmark rows were measured on it (the replay must rep
   holds the digest of what the numbers depend on, and a table of another space is refused.
 
     python -m benchmarks.replay.table [--points 64] [--jobs 2]
+    python -m benchmarks.replay.table --export DIR   # Syne Tune's blackbox layout: configs + curves arrays
 """
 
 from __future__ import annotations
@@ -228,14 +229,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=POOL, help="pool points to cover (a Sobol prefix)")
     parser.add_argument("--jobs", type=int, default=2, help="training processes (one CPU thread each)")
     parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--export", type=Path, default=None,
+                        help="write the complete part of the table in Syne Tune's blackbox layout here, then stop")
     args = parser.parse_args(argv)
+    if args.export is not None:
+        try:
+            paths = export(Table(args.table), args.export)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(*paths, sep="\n")
+        return 0
     added = generate(args.points, args.jobs, args.table)
     return 2 if added < 0 else 0
 
-
-if __name__ == "__main__":
-    np.seterr(all="ignore")
-    sys.exit(main())
 
 
 class Table:
@@ -292,7 +299,37 @@ class Table:
         return self.true_means().max(axis=1)
 
 
+def export(table: Table, folder: Path) -> tuple[Path, Path]:
+    """The table in Syne Tune's blackbox layout: one configs table, one curves array per quantity.
+
+    ``configs.parquet``: a row per (cell, pool point) with its cell's axes and active parameters (NaN where a
+    parameter is inactive); ``curves.npz``: ``val_top1``, ``steps`` and ``elapsed`` shaped
+    (config row, seed, report), and ``seeds`` and ``report_epochs`` (the fidelity of each report, in epochs).
+    """
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for c, cell in enumerate(table.space.cells()):
+        for p in range(table.n_points):
+            rows.append({"cell": table.cells[c], **cell, "point": p, **table.params[c][p]})
+    configs = folder / "configs.parquet"
+    pd.DataFrame(rows).to_parquet(configs, index=False)
+    n = len(rows)
+    curves = folder / "curves.npz"
+    np.savez_compressed(curves, val_top1=table.values.reshape(n, *table.values.shape[2:]),
+                        steps=table.steps.reshape(n, *table.steps.shape[2:]),
+                        elapsed=table.elapsed.reshape(n, *table.elapsed.shape[2:]), seeds=np.array(SEEDS),
+                        report_epochs=np.arange(1, table.reports + 1) / REPORTS_PER_EPOCH)
+    return configs, curves
+
+
 def carried_params(space, point: dict, cell: dict) -> dict:
     from tune_schane.search.cell_sharing import carried
 
     return carried(space, point, cell)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

@@ -132,3 +132,19 @@ def test_a_line_cut_by_a_killed_generator_is_ignored_then_dropped(tmp_path):
     assert header == {"digest": "x"} and records == [record]
     drop_cut_line(path)
     assert path.read_text().endswith("\n") and read(path) == (header, records)
+
+
+def test_the_table_exports_in_the_blackbox_layout(table, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.replay.table import export
+
+    configs, curves = export(table, tmp_path)
+    frame, arrays = pd.read_parquet(configs), np.load(curves)
+    assert len(frame) == len(table.cells) * table.n_points
+    assert arrays["val_top1"].shape == (len(frame), 3, table.reports)
+    row = frame.index[(frame["cell"] == "clce@64") & (frame["point"] == 5)][0]
+    assert frame.loc[row, "lam"] == table.params[table.cells.index("clce@64")][5]["lam"]
+    assert np.isnan(frame.loc[frame["cell"] == "ce@16", "tau"]).all()  # inactive in CE
+    assert np.array_equal(arrays["val_top1"][row], table.values[table.cells.index("clce@64"), 5], equal_nan=True)
