@@ -30,11 +30,9 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import machine_line
-from benchmarks.strategies import NO_SHARING, strategies
+from benchmarks.strategies import REFERENCE_SAMPLES, REFERENCE_SEED, reference_space, strategies
 
 SPACE = Path(__file__).with_name("search_space.yaml")
-REFERENCE_SAMPLES = 24  # configs per cell of the reference random + FIFO search
-REFERENCE_SEED = 1000
 
 
 def run_one(space, strategy: str, sweep_id: str, workdir: Path) -> tuple[pd.DataFrame, float]:
@@ -69,8 +67,7 @@ def reference(base, workdir: Path, out: Path, samples: int) -> dict:
     cache = out / f"reference-{digest}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    space = dataclasses.replace(base, searcher="random", scheduler="fifo", num_samples=samples,
-                                searcher_seed=REFERENCE_SEED, **NO_SHARING)
+    space = reference_space(base, samples)
     trials, wall = run_one(space, "cells", "reference", workdir)
     table = {"cells": cell_table(trials), "trials": len(trials), "epochs": int(trials["epochs_run"].sum()),
              "samples_per_cell": samples, "wall_s": wall}

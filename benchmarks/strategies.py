@@ -18,6 +18,14 @@ from __future__ import annotations
 import dataclasses
 
 NO_SHARING = {"warm_start": 0, "patience": 0}
+REFERENCE_SAMPLES = 24  # configs per cell of the reference random + FIFO search (the real benchmark's old metric)
+REFERENCE_SEED = 1000
+
+
+def reference_space(base, samples: int = REFERENCE_SAMPLES):
+    """The reference search: random + FIFO with ``samples`` configs per cell, its own searcher seed."""
+    return dataclasses.replace(base, searcher="random", scheduler="fifo", num_samples=samples,
+                               searcher_seed=REFERENCE_SEED, **NO_SHARING)
 
 
 def strategies(base, variants: list[str] = ()) -> dict[str, tuple[object, str]]:

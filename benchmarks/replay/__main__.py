@@ -18,7 +18,6 @@ docs/performance.md measured on Ray, and the table's diagnostics. Last line:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import multiprocessing
@@ -31,9 +30,8 @@ import numpy as np
 from benchmarks.replay import metrics
 from benchmarks.replay.simulate import Snapper, replay
 from benchmarks.replay.table import TABLE, Table
-from benchmarks.strategies import NO_SHARING, strategies
+from benchmarks.strategies import REFERENCE_SEED, reference_space, strategies
 
-REFERENCE_SAMPLES, REFERENCE_SEED = 24, 1000  # the real benchmark's reference (benchmarks/search.py)
 BUDGET_STEP = 4  # epochs between points of the anytime curve
 # docs/performance.md, measured on Ray 2026-12-01 (two searcher seeds each): mean gap, epochs x random + FIFO
 MEASURED_ON_RAY = {"random+fifo": (2.74, 1.00), "ray-optuna+asha": (56.15, 0.62), "cells": (3.08, 0.62),
@@ -68,9 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     budgets = np.arange(0, base.max_epochs * len(base.cells()) * base.num_samples + BUDGET_STEP, BUDGET_STEP)
     seeds = [100 * i for i in range(args.seeds)]
     jobs = [(name, space, kind, seed, budgets) for name, (space, kind) in chosen.items() for seed in seeds]
-    reference_space = dataclasses.replace(base, searcher="random", scheduler="fifo", num_samples=REFERENCE_SAMPLES,
-                                          **NO_SHARING)
-    jobs.append(("reference", reference_space, "cells", REFERENCE_SEED, None))
+    jobs.append(("reference", reference_space(base), "cells", REFERENCE_SEED, None))
     start = time.perf_counter()
     if args.jobs > 1:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
@@ -89,7 +85,7 @@ def summarise(result: dict) -> dict:
     names = list(dict.fromkeys(r["strategy"] for r in rows))
     by = {n: sorted((r for r in rows if r["strategy"] == n), key=lambda r: r["seed"]) for n in names}
     fifo = {r["seed"]: r["epochs"] for r in by.get("random+fifo", [])}
-    ref = [v for v in result["reference"]["observed"]]
+    ref = result["reference"]["observed"]
     out = {}
     for name, group in by.items():
         regret = np.array([r["regret"] for r in group])
@@ -130,7 +126,7 @@ def summarise(result: dict) -> dict:
 def print_report(result: dict, summary: dict) -> None:
     table, s = _TABLE, summary["strategies"]
     print(f"# replay: {len(result['cells'])} cells × {table.n_points} pool points × {table.values.shape[2]} seeds "
-          f"({TABLE.name}); {result['rows'][0] and len({r['seed'] for r in result['rows']})} searcher seeds, "
+          f"({TABLE.name}); {len({r['seed'] for r in result['rows']})} searcher seeds, "
           f"{len(result['rows']) + 1} replayed sweeps in {result['seconds']:.0f} s")
     print(f"truth per cell: mean {np.mean(summary['truth']):.1f} val_top1; seed noise (sd of one config's final "
           f"value over seeds, median over the pool): median cell {np.median(summary['noise']):.2f}, "

@@ -188,7 +188,7 @@ def replay(table: Table, space, kind: str, searcher_seed: int, workers: int | No
 
     metric, max_epochs = space.objective_metric, space.max_epochs
     epoch_values = table.epoch_values()
-    epoch_elapsed = table.elapsed[..., 3::4]
+    epoch_elapsed = table.epoch_elapsed()
     events: list[tuple[float, int, str]] = []
     running: dict[str, TrialRun] = {}
     ended: list[TrialRun] = []

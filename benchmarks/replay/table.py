@@ -97,14 +97,12 @@ class Run:
 
 def planned_runs(space, points: int) -> list[Run]:
     """Every run of the first ``points`` pool points, block by block (then point, cell, seed)."""
-    from tune_schane.search.cell_sharing import carried
-
     pool = pool_points(space)
     runs, start = [], 0
     for end in [b for b in BLOCKS if b <= points] or [points]:
         for point in range(start, end):
             for cell in space.cells():
-                params = carried(space, pool[point], cell)
+                params = carried_params(space, pool[point], cell)
                 runs.extend(Run(cell, point, seed, params) for seed in SEEDS)
         start = end
     return runs
@@ -273,7 +271,6 @@ class Table:
         shape = (len(self.cells), self.n_points, len(SEEDS), self.reports)
         self.values, self.elapsed = np.full(shape, np.nan), np.full(shape, np.nan)
         self.steps = np.zeros(shape, dtype=int)
-        self.status = np.empty(shape[:3], dtype=object)
         for c, cell in enumerate(self.cells):
             for p in range(self.n_points):
                 for s, seed in enumerate(SEEDS):
@@ -281,13 +278,16 @@ class Table:
                     n = len(r["val_top1"])
                     self.values[c, p, s, :n], self.elapsed[c, p, s, :n] = r["val_top1"], r["elapsed"]
                     self.steps[c, p, s, :n] = r["steps"]
-                    self.status[c, p, s] = r["status"]
         self.params = [[carried_params(self.space, point, cell) for point in self.pool]
                        for cell in self.space.cells()]
 
     def epoch_values(self) -> np.ndarray:
         """``[cell, point, seed, epoch]``: the value reported at the end of each whole epoch."""
-        return self.values[..., REPORTS_PER_EPOCH - 1:: REPORTS_PER_EPOCH]
+        return at_epochs(self.values)
+
+    def epoch_elapsed(self) -> np.ndarray:
+        """``[cell, point, seed, epoch]``: seconds from the run's start to its report at each whole epoch."""
+        return at_epochs(self.elapsed)
 
     def true_means(self) -> np.ndarray:
         """``[cell, point]``: a config's true value, the mean over seeds of its final val_top1 (chance if diverged)."""
@@ -322,6 +322,11 @@ def export(table: Table, folder: Path) -> tuple[Path, Path]:
                         elapsed=table.elapsed.reshape(n, *table.elapsed.shape[2:]), seeds=np.array(SEEDS),
                         report_epochs=np.arange(1, table.reports + 1) / REPORTS_PER_EPOCH)
     return configs, curves
+
+
+def at_epochs(curves: np.ndarray) -> np.ndarray:
+    """The reports of ``curves`` (last axis: every report) that end a whole epoch."""
+    return curves[..., REPORTS_PER_EPOCH - 1:: REPORTS_PER_EPOCH]
 
 
 def carried_params(space, point: dict, cell: dict) -> dict:

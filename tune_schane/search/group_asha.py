@@ -40,6 +40,8 @@ class _Group:
 class GroupASHA:
     """ASHA over groups of seeds for one grid cell. ``mode`` is ``max`` or ``min``."""
 
+    tie = 0.0  # (a class default: states pickled before ``tie`` existed decide as before)
+
     def __init__(self, *, grace_period: int, reduction_factor: float, max_t: int, mode: str, tie: float = 0.0) -> None:
         self.rf, self.max_t, self.sign = reduction_factor, max_t, 1.0 if mode == "max" else -1.0
         self.tie = tie  # a mean within this of the cutoff counts as a tie, and goes on
@@ -56,7 +58,7 @@ class GroupASHA:
     def for_space(cls, space) -> GroupASHA:
         """One grid cell's ASHA as a sweep of ``space`` (a :class:`~tune_schane.space.SearchSpace`) runs it."""
         return cls(grace_period=space.grace_period, reduction_factor=space.reduction_factor,
-                   max_t=space.max_epochs, mode=space.objective_mode, tie=getattr(space, "rung_tie", 0.0))
+                   max_t=space.max_epochs, mode=space.objective_mode, tie=space.rung_tie)
 
     def add(self, trial: str, group: str, size: int) -> None:
         self.groups.setdefault(group, _Group(size))
@@ -112,7 +114,7 @@ class GroupASHA:
         mean = float(np.mean(list(values.values())))
         recorded = self.recorded[rung]
         cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100) if recorded else None
-        go = cutoff is None or not mean < cutoff - getattr(self, "tie", 0.0)  # (a state pickled before `tie`)
+        go = cutoff is None or not mean < cutoff - self.tie
         recorded[name], group.decided[rung] = mean, go
         released = {t: go for t, r in group.waiting.items() if r == rung}
         for t in released:

@@ -43,6 +43,8 @@ class PruningAwareOptunaSearch:
       draw the same config once more.
     """
 
+    trial_handle: TrialHandle | None = None  # (a class default: instances pickled before it existed have none)
+
     def __init__(self, *, space: Callable[[Any], dict[str, Any]], metric: str, mode: str, sampler: Any,
                  max_epochs: int, storage: str | None = None, study_name: str | None = None,
                  user_attrs: dict[str, Any] | None = None, trial_handle: TrialHandle | None = None) -> None:
@@ -94,7 +96,7 @@ class PruningAwareOptunaSearch:
     def _handle(self, number: int):
         """The ``optuna.Trial`` of trial ``number`` (one asked before a restore has none: make it)."""
         if number not in self._handles:
-            if getattr(self, "trial_handle", None) is None:
+            if self.trial_handle is None:
                 raise RuntimeError(f"trial {number} was asked before a restore; reaching it again needs a trial_handle")
             self._handles[number] = self.trial_handle(self.study, number)
         return self._handles[number]

@@ -214,8 +214,9 @@ def _scheduler(raw: Any, fixed: dict[str, Any], budget: dict[str, Any] | None = 
             "rung_tie": tie}
 
 
-# Defaults of the searcher's grid switches (tune_schane/search/cell_sharing.py), from `python -m benchmarks.search`
-# (docs/performance.md "Search efficiency").
+# Defaults of the searcher's grid switches (tune_schane/search/cell_sharing.py), chosen with `python -m
+# benchmarks.search` and judged again over 50 seeds by `python -m benchmarks.replay` (docs/performance.md
+# "Search efficiency": warm starts help, the rest ties).
 # Best measured gap: warm starts on, patience off (it stops the hard cells with a bad incumbent), and
 # 3 random start-up trials (Optuna's default of 10 leaves a 6-sample cell no TPE phase at all).
 WARM_START = 3  # configs a cell may borrow from its neighbours' incumbents
